@@ -1,0 +1,50 @@
+"""evobs: one line, ``evobs.instrument(session)``, and every AWS call made through
+boto3/botocore becomes an OpenTelemetry span, Prometheus metrics and a structured
+log event, correlated by trace id.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._call import Attempt, Call
+from ._install import Instrumentation, instrument, uninstrument
+from ._version import __version__
+from .signals import ClientCreated, ResourceCreated, Signal
+
+if TYPE_CHECKING:
+    from .configure import Telemetry, configure
+    from .signals.metrics import start_metrics_server
+
+__all__ = [
+    "Attempt",
+    "Call",
+    "ClientCreated",
+    "Instrumentation",
+    "ResourceCreated",
+    "Signal",
+    "Telemetry",
+    "__version__",
+    "configure",
+    "instrument",
+    "start_metrics_server",
+    "uninstrument",
+]
+
+# Loaded on first use: a Lambda cold start pays only for what it touches.
+_LAZY = {
+    "configure": ("evobs.configure", "configure"),
+    "Telemetry": ("evobs.configure", "Telemetry"),
+    "start_metrics_server": ("evobs.signals.metrics", "start_metrics_server"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'evobs' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(target[0]), target[1])
+    globals()[name] = value
+    return value

@@ -1,0 +1,239 @@
+"""The per-call record: the one thing handlers write and signals read.
+
+Handlers know botocore, signals know their library; a :class:`Call` and its
+:class:`Attempt` list are the only shared vocabulary. Everything a signal needs
+is computed here once, so a span, a metric sample and a log event can never
+disagree on what happened.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+from botocore.exceptions import (
+    ConnectionError as BotocoreConnectionError,
+)
+from botocore.exceptions import (
+    HTTPClientError,
+)
+from botocore.retries.standard import ThrottledRetryableChecker
+
+if TYPE_CHECKING:
+    from ._operation import Operation
+
+__all__ = [
+    "OUTCOMES",
+    "Attempt",
+    "Call",
+    "classify",
+    "is_throttling",
+]
+
+#: The outcome words, shared by span status, the ``outcome`` label, the
+#: ``reason`` label on retries and the log level.
+OUTCOMES: Final = ("ok", "client_error", "throttled", "server_error", "connection_error", "error")
+
+# botocore's own union of throttling codes (standard retry mode); the modeled
+# ``retryable.throttling`` trait is added per operation in ``_operation``.
+_THROTTLING_CODES: Final = frozenset(ThrottledRetryableChecker._THROTTLED_ERROR_CODES)
+_THROTTLING_STATUS: Final = 429
+_CONNECTION_ERRORS: Final = (HTTPClientError, BotocoreConnectionError, ConnectionError)
+
+#: Offset that maps the monotonic clock to wall-clock nanoseconds, taken once.
+WALL_OFFSET_NS: Final = time.time_ns() - time.perf_counter_ns()
+
+
+def is_throttling(code: str | None, status: int | None, modeled: frozenset[str]) -> bool:
+    """Throttling as botocore's standard retry mode detects it."""
+    if code is not None and (code in _THROTTLING_CODES or code in modeled):
+        return True
+    return status == _THROTTLING_STATUS
+
+
+def classify(
+    status: int | None,
+    code: str | None,
+    exception: BaseException | None,
+    modeled_throttling: frozenset[str] = frozenset(),
+) -> str:
+    """Decide the outcome word of one attempt or one call, in one place."""
+    if is_throttling(code, status, modeled_throttling):
+        return "throttled"
+    if status is None:
+        if exception is None:
+            return "ok"
+        if isinstance(exception, _CONNECTION_ERRORS):
+            return "connection_error"
+        return "error"
+    if status >= 500:
+        return "server_error"
+    if status >= 400:
+        return "client_error"
+    if status >= 300 or code is not None or exception is not None:
+        return "error"
+    return "ok"
+
+
+class Attempt:
+    """One HTTP attempt of a call: request-created to needs-retry."""
+
+    __slots__ = (
+        "end_ns",
+        "error_code",
+        "error_message",
+        "exception",
+        "http_status",
+        "number",
+        "outcome",
+        "request_id",
+        "sent_ns",
+        "start_ns",
+    )
+
+    def __init__(self, number: int, start_ns: int) -> None:
+        self.number = number
+        self.start_ns = start_ns
+        self.sent_ns: int | None = None
+        self.end_ns: int | None = None
+        self.http_status: int | None = None
+        self.error_code: str | None = None
+        self.error_message: str | None = None
+        self.exception: BaseException | None = None
+        self.request_id: str | None = None
+        self.outcome: str | None = None
+
+    @property
+    def signing_ns(self) -> int:
+        """Time from request creation to the request going out (signing, credentials)."""
+        return 0 if self.sent_ns is None else self.sent_ns - self.start_ns
+
+    @property
+    def duration_ns(self) -> int:
+        return 0 if self.end_ns is None else self.end_ns - self.start_ns
+
+    @property
+    def error_type(self) -> str | None:
+        """The AWS error code, else the exception class name."""
+        if self.error_code is not None:
+            return self.error_code
+        if self.exception is not None:
+            return type(self.exception).__name__
+        return None
+
+    def __repr__(self) -> str:
+        return f"<Attempt {self.number} {self.outcome} status={self.http_status}>"
+
+
+class Call:
+    """One API call, from provide-client-params to after-call(-error).
+
+    Lives in botocore's per-call ``context`` dict. Survives ``copy.deepcopy``
+    (botocore deep-copies that dict for some operations) by being returned as is.
+    Never holds the context dict itself, so no reference cycle outlives the call.
+    """
+
+    __slots__ = (
+        "attempts",
+        "backoff_ns",
+        "end_ns",
+        "ended",
+        "error_code",
+        "error_message",
+        "exception",
+        "expected",
+        "extended_request_id",
+        "http_method",
+        "http_status",
+        "invocation_id",
+        "op",
+        "outcome",
+        "params",
+        "region",
+        "request_id",
+        "serialized_ns",
+        "server_address",
+        "server_port",
+        "span",
+        "start_ns",
+        "started",
+        "token",
+    )
+
+    def __init__(self, op: Operation, region: str | None, start_ns: int) -> None:
+        self.op = op
+        self.region = region
+        self.start_ns = start_ns
+        self.serialized_ns: int | None = None
+        self.end_ns: int | None = None
+        self.attempts: list[Attempt] = []
+        self.backoff_ns = 0
+        self.started = False
+        self.ended = False
+        self.outcome: str | None = None
+        self.expected = False
+        self.http_status: int | None = None
+        self.error_code: str | None = None
+        self.error_message: str | None = None
+        self.exception: BaseException | None = None
+        self.request_id: str | None = None
+        self.extended_request_id: str | None = None
+        self.invocation_id: str | None = None
+        self.server_address: str | None = None
+        self.server_port: int | None = None
+        self.http_method: str | None = None
+        #: The user's API params while the call is in flight (dropped at the end).
+        self.params: dict[str, Any] | None = None
+        #: The traces signal's span and the token of its context attach.
+        self.span: Any = None
+        self.token: Any = None
+
+    # The record is shared, never copied: botocore deep-copies the context dict.
+    def __deepcopy__(self, memo: dict[int, Any]) -> Call:
+        return self
+
+    def __copy__(self) -> Call:
+        return self
+
+    @property
+    def service(self) -> str:
+        """botocore's service id exactly as it spells it (``S3``, ``Secrets Manager``)."""
+        return self.op.service
+
+    @property
+    def operation(self) -> str:
+        return self.op.name
+
+    @property
+    def name(self) -> str:
+        """``{service}.{operation}``: the span name."""
+        return self.op.span_name
+
+    @property
+    def duration_ns(self) -> int:
+        return 0 if self.end_ns is None else self.end_ns - self.start_ns
+
+    @property
+    def serialization_ns(self) -> int:
+        return 0 if self.serialized_ns is None else self.serialized_ns - self.start_ns
+
+    @property
+    def signing_ns(self) -> int:
+        return sum(a.signing_ns for a in self.attempts)
+
+    @property
+    def error_type(self) -> str | None:
+        """The AWS error code, else the exception class name."""
+        if self.error_code is not None:
+            return self.error_code
+        if self.exception is not None:
+            return type(self.exception).__name__
+        return None
+
+    @property
+    def span_context(self) -> Any:
+        """The OpenTelemetry span context of the call's span, if traces are on."""
+        return None if self.span is None else self.span.get_span_context()
+
+    def __repr__(self) -> str:
+        return f"<Call {self.op.span_name} {self.outcome} attempts={len(self.attempts)}>"

@@ -1,0 +1,407 @@
+"""The handlers: one small function per botocore event, feeding one Call record.
+
+Every handler is registered first on ``<event>.*.*`` (see ``_install``), catches
+its own exceptions, and returns None: returning a value from before-call,
+before-send or needs-retry would change the call.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+from collections.abc import Callable
+from time import perf_counter_ns
+from typing import TYPE_CHECKING, Any, Final
+
+from botocore.awsrequest import AWSPreparedRequest
+
+from ._call import Attempt, Call, classify
+from ._log import HandlerErrors
+from ._operation import operation_for
+from .signals import ClientCreated, ResourceCreated
+
+if TYPE_CHECKING:
+    from ._options import Options
+
+__all__ = ["CALL_KEY", "Fanout", "Handlers", "enter_call_frame", "exit_call_frame"]
+
+#: The key of the Call record in botocore's per-call context dict.
+CALL_KEY: Final = "evobs.call"
+
+# before-send gets the prepared request's ``.context`` only from botocore 1.43.68;
+# before that, the attempt in progress is correlated through a context variable
+# (per thread, and per task under asyncio).
+_SEND_HAS_CONTEXT: Final = "context" in inspect.signature(AWSPreparedRequest.__init__).parameters
+_CURRENT_ATTEMPT: Final[contextvars.ContextVar[Attempt | None]] = contextvars.ContextVar(
+    "evobs_current_attempt", default=None
+)
+
+# The calls opened inside one ``_make_api_call`` (the injected base class sets it),
+# so the safety net can close whatever botocore's events left open.
+_CALL_FRAME: Final[contextvars.ContextVar[list[Call] | None]] = contextvars.ContextVar(
+    "evobs_call_frame", default=None
+)
+
+_HOST_CACHE: Final[dict[str, tuple[str, int | None]]] = {}
+_HOST_CACHE_MAX: Final = 1024
+
+
+def _host_port(url: str) -> tuple[str, int | None] | None:
+    """``(host, port)`` of an endpoint URL, cached per scheme+authority."""
+    start = url.find("://")
+    if start < 0:
+        return None
+    end = url.find("/", start + 3)
+    authority = url[: end if end >= 0 else len(url)]
+    found = _HOST_CACHE.get(authority)
+    if found is None:
+        scheme, _, netloc = authority.partition("://")
+        netloc = netloc.rpartition("@")[2]
+        host, port = netloc, None
+        if netloc.startswith("["):
+            close = netloc.find("]")
+            host = netloc[1:close]
+            rest = netloc[close + 1 :]
+            if rest.startswith(":") and rest[1:].isdigit():
+                port = int(rest[1:])
+        elif ":" in netloc:
+            name, _, digits = netloc.rpartition(":")
+            if digits.isdigit():
+                host, port = name, int(digits)
+        if port is None:
+            port = 443 if scheme == "https" else 80 if scheme == "http" else None
+        found = (host, port)
+        if len(_HOST_CACHE) < _HOST_CACHE_MAX:
+            _HOST_CACHE[authority] = found
+    return found
+
+
+class Fanout:
+    """Delivers each transition to every signal separately: one broken signal costs only itself."""
+
+    __slots__ = (
+        "attempt_ended",
+        "attempt_started",
+        "call_ended",
+        "call_started",
+        "client_created",
+        "resource_created",
+        "signals",
+    )
+
+    def __init__(self, signals: tuple[Any, ...]) -> None:
+        self.signals = signals
+
+        def bound(method: str) -> tuple[Callable[..., Any], ...]:
+            return tuple(
+                fn for s in signals if callable(fn := getattr(s, method, None))
+            )
+
+        self.call_started = bound("call_started")
+        self.attempt_started = bound("attempt_started")
+        self.attempt_ended = bound("attempt_ended")
+        self.call_ended = bound("call_ended")
+        self.client_created = bound("client_created")
+        self.resource_created = bound("resource_created")
+
+
+class Handlers:
+    """The nine handlers of one instrumentation, bound to its options and signals."""
+
+    __slots__ = ("enabled", "errors", "fanout", "options")
+
+    def __init__(self, options: Options, fanout: Fanout, errors: HandlerErrors) -> None:
+        self.options = options
+        self.fanout = fanout
+        self.errors = errors
+        #: Shared with every copy of the handlers (clients copy the session's):
+        #: ``uninstrument`` clears it, and nothing is recorded after that.
+        self.enabled = True
+
+    # -- delivery ---------------------------------------------------------------
+
+    def _deliver(self, transition: str, fns: tuple[Callable[..., Any], ...], *args: Any) -> None:
+        for fn in fns:
+            try:
+                fn(*args)
+            except Exception as exc:
+                self.errors.record(transition, exc)
+
+    def _start(self, call: Call) -> None:
+        call.started = True
+        frame = _CALL_FRAME.get()
+        if frame is not None:
+            frame.append(call)
+        self._deliver("call_started", self.fanout.call_started, call)
+
+    def _end(self, call: Call, now: int) -> None:
+        call.ended = True
+        call.end_ns = now
+        attempts = call.attempts
+        if attempts:
+            last = attempts[-1]
+            if last.end_ns is None:
+                # needs-retry was not delivered for the last attempt (or never ran).
+                last.end_ns = now
+                last.http_status = call.http_status
+                last.error_code = call.error_code
+                last.error_message = call.error_message
+                last.exception = call.exception
+                last.request_id = call.request_id
+                last.outcome = classify(
+                    last.http_status, last.error_code, last.exception, call.op.modeled_throttling
+                )
+                self._deliver("attempt_ended", self.fanout.attempt_ended, call, last)
+        outcome = call.outcome = classify(
+            call.http_status, call.error_code, call.exception, call.op.modeled_throttling
+        )
+        if outcome != "ok" and self.options.expected_errors:
+            codes = [str(call.http_status)] if call.http_status is not None else []
+            if call.error_type is not None:
+                codes.append(call.error_type)
+            call.expected = self.options.is_expected(call.op.service, call.op.name, codes)
+        try:
+            self._deliver("call_ended", self.fanout.call_ended, call)
+        finally:
+            call.params = None
+
+    def _new_call(self, model: Any, context: dict[str, Any], now: int) -> Call:
+        call = Call(operation_for(model), context.get("client_region"), now)
+        context[CALL_KEY] = call
+        return call
+
+    # -- the per-call events ------------------------------------------------------
+
+    def provide_client_params(
+        self, params: Any = None, model: Any = None, context: Any = None, **_: Any
+    ) -> None:
+        try:
+            if context is None or not self.enabled or context.get("is_presign_request"):
+                return
+            call = self._new_call(model, context, perf_counter_ns())
+            call.params = params if isinstance(params, dict) else None
+            if call.op.early_span:
+                self._start(call)
+        except Exception as exc:
+            self.errors.record("provide-client-params", exc)
+
+    def before_call(
+        self, model: Any = None, params: Any = None, context: Any = None, **_: Any
+    ) -> None:
+        try:
+            if context is None:
+                return
+            now = perf_counter_ns()
+            call = context.get(CALL_KEY)
+            if call is None:
+                if not self.enabled or context.get("is_presign_request"):
+                    return
+                call = self._new_call(model, context, now)
+            call.serialized_ns = now
+            if isinstance(params, dict):
+                url = params.get("url")
+                if isinstance(url, str):
+                    host_port = _host_port(url)
+                    if host_port is not None:
+                        call.server_address, call.server_port = host_port
+                call.http_method = params.get("method")
+            if not call.started:
+                self._start(call)
+        except Exception as exc:
+            self.errors.record("before-call", exc)
+
+    def request_created(self, request: Any = None, **_: Any) -> None:
+        try:
+            context = getattr(request, "context", None)
+            call = context.get(CALL_KEY) if context else None
+            if call is None or call.ended:
+                return
+            now = perf_counter_ns()
+            attempts = call.attempts
+            if attempts:
+                previous = attempts[-1]
+                if previous.end_ns is None:
+                    previous.end_ns = now
+                    previous.outcome = previous.outcome or "error"
+                call.backoff_ns += now - previous.end_ns
+            attempt = Attempt(len(attempts) + 1, now)
+            attempts.append(attempt)
+            if not _SEND_HAS_CONTEXT:
+                _CURRENT_ATTEMPT.set(attempt)
+            self._deliver("attempt_started", self.fanout.attempt_started, call, attempt)
+        except Exception as exc:
+            self.errors.record("request-created", exc)
+
+    def before_send(self, request: Any = None, **_: Any) -> None:
+        try:
+            if _SEND_HAS_CONTEXT:
+                context = getattr(request, "context", None)
+                call = context.get(CALL_KEY) if context else None
+                attempt = call.attempts[-1] if call is not None and call.attempts else None
+            else:
+                attempt = _CURRENT_ATTEMPT.get()
+            if attempt is not None and attempt.sent_ns is None:
+                attempt.sent_ns = perf_counter_ns()
+        except Exception as exc:
+            self.errors.record("before-send", exc)
+
+    def needs_retry(
+        self,
+        response: Any = None,
+        caught_exception: Any = None,
+        request_dict: Any = None,
+        **_: Any,
+    ) -> None:
+        try:
+            context = request_dict.get("context") if isinstance(request_dict, dict) else None
+            call = context.get(CALL_KEY) if context else None
+            if call is None or not call.attempts:
+                return
+            attempt = call.attempts[-1]
+            if attempt.end_ns is not None:
+                return
+            attempt.end_ns = perf_counter_ns()
+            if response is not None:
+                http, parsed = response
+                attempt.http_status = http.status_code
+                if isinstance(parsed, dict):
+                    _read_parsed(attempt, parsed)
+            else:
+                attempt.exception = caught_exception
+            attempt.outcome = classify(
+                attempt.http_status,
+                attempt.error_code,
+                attempt.exception,
+                call.op.modeled_throttling,
+            )
+            self._deliver("attempt_ended", self.fanout.attempt_ended, call, attempt)
+        except Exception as exc:
+            self.errors.record("needs-retry", exc)
+
+    def after_call(
+        self,
+        http_response: Any = None,
+        parsed: Any = None,
+        model: Any = None,
+        context: Any = None,
+        **_: Any,
+    ) -> None:
+        try:
+            if context is None:
+                return
+            now = perf_counter_ns()
+            call = context.get(CALL_KEY)
+            if call is None:
+                # e.g. botocore's Stubber answering before a late-registered before-call.
+                if not self.enabled or context.get("is_presign_request") or model is None:
+                    return
+                call = self._new_call(model, context, now)
+            if call.ended:
+                return
+            if not call.started:
+                self._start(call)
+            call.http_status = getattr(http_response, "status_code", None)
+            if isinstance(parsed, dict):
+                meta = _read_parsed(call, parsed)
+                if meta is not None:
+                    call.extended_request_id = meta.get("HostId")
+            _read_invocation(call, context)
+            self._end(call, now)
+        except Exception as exc:
+            self.errors.record("after-call", exc)
+
+    def after_call_error(self, exception: Any = None, context: Any = None, **_: Any) -> None:
+        try:
+            if context is None:
+                return
+            call = context.get(CALL_KEY)
+            if call is None or call.ended:
+                return
+            now = perf_counter_ns()
+            if not call.started:
+                self._start(call)
+            if isinstance(exception, BaseException):
+                call.exception = exception
+            _read_invocation(call, context)
+            self._end(call, now)
+        except Exception as exc:
+            self.errors.record("after-call-error", exc)
+
+    # -- the safety net -----------------------------------------------------------
+
+    def abandon(self, frame: list[Call], error: BaseException | None) -> None:
+        """Close what a ``_make_api_call`` left open (a path with no after-call event)."""
+        now = perf_counter_ns()
+        for call in reversed(frame):
+            if call.ended:
+                continue
+            try:
+                if call.exception is None:
+                    call.exception = error
+                self._end(call, now)
+            except Exception as exc:
+                self.errors.record("abandoned-call", exc)
+
+    # -- class creation -----------------------------------------------------------
+
+    def client_created(self, service: str, region: str | None, duration_ns: int) -> None:
+        try:
+            if self.fanout.client_created:
+                event = ClientCreated(service, region, duration_ns)
+                self._deliver("client_created", self.fanout.client_created, event)
+        except Exception as exc:
+            self.errors.record("creating-client-class", exc)
+
+    def resource_created(self, event_name: str = "", **_: Any) -> None:
+        try:
+            if not self.enabled or not self.fanout.resource_created:
+                return
+            # creating-resource-class.<boto3 service name>.<Resource>
+            _, _, rest = event_name.partition(".")
+            service, _, resource = rest.partition(".")
+            event = ResourceCreated(service, resource or "ServiceResource")
+            self._deliver("resource_created", self.fanout.resource_created, event)
+        except Exception as exc:
+            self.errors.record("creating-resource-class", exc)
+
+
+def _read_parsed(target: Attempt | Call, parsed: dict[str, Any]) -> dict[str, Any] | None:
+    """Error code/message and request id from a parsed response; never touches bodies."""
+    meta = parsed.get("ResponseMetadata")
+    if isinstance(meta, dict):
+        target.request_id = meta.get("RequestId") or None
+    else:
+        meta = None
+    error = parsed.get("Error")
+    if isinstance(error, dict) and error:
+        code = error.get("QueryErrorCode") or error.get("Code")
+        target.error_code = str(code) if code not in (None, "") else None
+        message = error.get("Message")
+        target.error_message = str(message) if message not in (None, "") else None
+    return meta
+
+
+def _read_invocation(call: Call, context: dict[str, Any]) -> None:
+    retries = context.get("retries")
+    if isinstance(retries, dict):
+        invocation = retries.get("invocation-id")
+        if invocation is not None:
+            call.invocation_id = str(invocation)
+
+
+def enter_call_frame() -> tuple[list[Call], contextvars.Token[list[Call] | None]]:
+    frame: list[Call] = []
+    return frame, _CALL_FRAME.set(frame)
+
+
+def exit_call_frame(
+    handlers: Handlers,
+    frame: list[Call],
+    token: contextvars.Token[list[Call] | None],
+    error: BaseException | None,
+) -> None:
+    try:
+        if frame:
+            handlers.abandon(frame, error)
+    finally:
+        _CALL_FRAME.reset(token)

@@ -1,0 +1,79 @@
+"""evobs's own logger, and the accounting of its own failures.
+
+Library manners: events go through structlog wrapping the stdlib logger
+``evobs``, which gets a ``NullHandler`` and nothing else. Nothing prints unless
+the application configures logging (or calls ``evobs.configure(logs=...)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Final
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter
+
+from ._registry import family
+
+__all__ = ["STDLIB_LOGGER", "HandlerErrors", "logger"]
+
+STDLIB_LOGGER: Final = logging.getLogger("evobs")
+if not any(isinstance(h, logging.NullHandler) for h in STDLIB_LOGGER.handlers):
+    STDLIB_LOGGER.addHandler(logging.NullHandler())
+
+#: structlog bound to ``logging.getLogger("evobs")``. The last processor hands the
+#: event dict to stdlib, so apps with structlog's ProcessorFormatter get the dict
+#: and plain logging apps get a readable record.
+logger: Final = structlog.wrap_logger(
+    STDLIB_LOGGER,
+    processors=[
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+    ],
+    wrapper_class=structlog.stdlib.BoundLogger,
+    cache_logger_on_first_use=True,
+)
+
+
+class HandlerErrors:
+    """Counts evobs's own failures per event and logs each kind once, never raises."""
+
+    __slots__ = ("_counter", "_children", "_lock", "_seen")
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._counter = family(
+            registry,
+            Counter,
+            "evobs_handler_errors",
+            "Exceptions raised inside evobs (handlers and signals), swallowed so the call "
+            "is unaffected",
+            ("event",),
+        )
+        self._children: dict[str, Any] = {}
+        self._seen: set[tuple[str, type[BaseException]]] = set()
+        self._lock = threading.Lock()
+
+    def record(self, event: str, exc: BaseException) -> None:
+        try:
+            child = self._children.get(event)
+            if child is None:
+                child = self._children[event] = self._counter.labels(event=event)
+            child.inc()
+            key = (event, type(exc))
+            if key in self._seen:
+                return
+            with self._lock:
+                if key in self._seen or len(self._seen) > 256:
+                    return
+                self._seen.add(key)
+            logger.error(
+                "evobs.internal_error",
+                evobs_event=event,
+                error_type=type(exc).__name__,
+                error_message=str(exc)[:500],
+                exc_info=exc,
+            )
+        except Exception:  # noqa: S110 - the error path itself must never raise
+            pass

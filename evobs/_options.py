@@ -1,0 +1,213 @@
+"""Validated, immutable instrumentation options.
+
+Validation happens once, at ``instrument()`` time, with a clear error; the hot
+path reads plain attributes and never re-checks anything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+__all__ = ["DEFAULT_DURATION_BUCKETS", "SIGNAL_NAMES", "Options"]
+
+SIGNAL_NAMES: Final = ("traces", "metrics", "logs")
+
+#: Histogram buckets for AWS latencies: 1 ms to 60 s.
+DEFAULT_DURATION_BUCKETS: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+
+_KNOWN: Final = frozenset(
+    {
+        "signals",
+        "expected_errors",
+        "capture_params",
+        "capture_s3_keys",
+        "propagate_messages",
+        "slow_call_seconds",
+        "duration_buckets",
+        "retry_log_rate",
+    }
+)
+
+
+def _bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"evobs: option {name!r} must be a bool, got {type(value).__name__}")
+    return value
+
+
+class Options:
+    """The options of one instrumentation (see ``docs/configuration.md``)."""
+
+    __slots__ = (
+        "capture_params",
+        "capture_s3_keys",
+        "duration_buckets",
+        "expected_errors",
+        "propagate_messages",
+        "retry_log_rate",
+        "signals",
+        "slow_call_seconds",
+    )
+
+    signals: tuple[Any, ...]
+    expected_errors: Mapping[str, frozenset[str]]
+    capture_params: bool
+    capture_s3_keys: bool
+    propagate_messages: bool
+    slow_call_seconds: float | None
+    duration_buckets: tuple[float, ...]
+    retry_log_rate: float
+
+    def __init__(self, **options: Any) -> None:
+        unknown = sorted(set(options) - _KNOWN)
+        if unknown:
+            raise TypeError(
+                f"evobs: unknown option(s) {', '.join(map(repr, unknown))}; "
+                f"known: {', '.join(sorted(_KNOWN))}"
+            )
+        self.signals = _signals(options.get("signals", SIGNAL_NAMES))
+        self.expected_errors = _expected_errors(options.get("expected_errors"))
+        self.capture_params = _bool("capture_params", options.get("capture_params", False))
+        self.capture_s3_keys = _bool("capture_s3_keys", options.get("capture_s3_keys", False))
+        self.propagate_messages = _bool(
+            "propagate_messages", options.get("propagate_messages", True)
+        )
+        self.slow_call_seconds = _positive_or_none(
+            "slow_call_seconds", options.get("slow_call_seconds")
+        )
+        self.duration_buckets = _buckets(
+            options.get("duration_buckets", DEFAULT_DURATION_BUCKETS)
+        )
+        rate = options.get("retry_log_rate", 10.0)
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0:
+            raise ValueError(
+                f"evobs: 'retry_log_rate' must be a positive number (events per second "
+                f"per operation), got {rate!r}"
+            )
+        self.retry_log_rate = float(rate)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Options):
+            return NotImplemented
+        return all(_same(getattr(self, n), getattr(other, n)) for n in self.__slots__)
+
+    def __hash__(self) -> int:
+        return hash(self.duration_buckets)
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
+        return f"Options({body})"
+
+    def is_expected(self, service: str, operation: str, codes: Iterable[str]) -> bool:
+        """Whether an error (given as code and/or HTTP status strings) is normal control flow."""
+        table = self.expected_errors
+        if not table:
+            return False
+        for key in (f"{service}.{operation}", service, "*"):
+            allowed = table.get(key)
+            if allowed and any(c in allowed for c in codes):
+                return True
+        return False
+
+
+def _same(a: object, b: object) -> bool:
+    # Signal objects compare by identity (object's default ==); names and numbers by value.
+    return a is b or a == b
+
+
+def _signals(value: object) -> tuple[Any, ...]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise TypeError(
+            "evobs: 'signals' must be a collection of 'traces', 'metrics', 'logs' "
+            f"and/or evobs.Signal objects, got {value!r}"
+        )
+    out: list[Any] = []
+    for item in value:
+        if isinstance(item, str):
+            if item not in SIGNAL_NAMES:
+                raise ValueError(
+                    f"evobs: unknown signal {item!r}; use 'traces', 'metrics' or 'logs'"
+                )
+        elif not any(
+            callable(getattr(item, m, None))
+            for m in ("call_started", "call_ended", "attempt_ended", "client_created")
+        ):
+            raise TypeError(
+                f"evobs: {item!r} is not a signal name nor an evobs.Signal "
+                "(it has none of call_started/call_ended/attempt_ended/client_created)"
+            )
+        if any(item is o or (isinstance(item, str) and item == o) for o in out):
+            continue
+        out.append(item)
+    return tuple(out)
+
+
+def _expected_errors(value: object) -> Mapping[str, frozenset[str]]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            "evobs: 'expected_errors' must be a mapping such as "
+            "{'S3.HeadObject': {'404'}, '*': {'ConditionalCheckFailedException'}}, "
+            f"got {type(value).__name__}"
+        )
+    out: dict[str, frozenset[str]] = {}
+    for key, codes in value.items():
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"evobs: 'expected_errors' keys must be non-empty strings: {key!r}")
+        if isinstance(codes, str):
+            codes = {codes}
+        if not isinstance(codes, Iterable):
+            raise TypeError(
+                f"evobs: 'expected_errors'[{key!r}] must be a set of error codes or "
+                f"HTTP status strings, got {codes!r}"
+            )
+        items = frozenset(str(c) for c in codes)
+        out[key] = items
+    return out
+
+
+def _positive_or_none(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"evobs: option {name!r} must be a number of seconds or None")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"evobs: option {name!r} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _buckets(value: object) -> tuple[float, ...]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise TypeError("evobs: 'duration_buckets' must be a sequence of seconds")
+    try:
+        buckets = tuple(float(b) for b in value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"evobs: 'duration_buckets' must hold numbers: {exc}") from None
+    if not buckets:
+        raise ValueError("evobs: 'duration_buckets' must not be empty")
+    if any(not (b > 0 and math.isfinite(b)) for b in buckets) or list(buckets) != sorted(
+        set(buckets)
+    ):
+        raise ValueError(
+            f"evobs: 'duration_buckets' must be positive, finite and increasing: {buckets!r}"
+        )
+    return buckets

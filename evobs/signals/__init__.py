@@ -1,0 +1,63 @@
+"""The signal interface: what a call record turns into.
+
+A signal receives the transitions of every :class:`~evobs.Call` and renders
+them for one backend. The built-in signals are ``traces``, ``metrics`` and
+``logs``; a user can pass their own object with the same methods.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from .._call import Attempt, Call
+
+__all__ = ["ClientCreated", "ResourceCreated", "Signal"]
+
+
+class ClientCreated:
+    """A botocore client was built: ``aws_sdk_clients_created_total`` and its construction time."""
+
+    __slots__ = ("duration_ns", "region", "service")
+
+    def __init__(self, service: str, region: str | None, duration_ns: int) -> None:
+        self.service = service
+        self.region = region
+        self.duration_ns = duration_ns
+
+    def __repr__(self) -> str:
+        return f"ClientCreated({self.service!r}, {self.region!r}, {self.duration_ns}ns)"
+
+
+class ResourceCreated:
+    """A boto3 resource class was built (``s3.Bucket``, ``dynamodb.Table``...)."""
+
+    __slots__ = ("resource", "service")
+
+    def __init__(self, service: str, resource: str) -> None:
+        self.service = service
+        self.resource = resource
+
+    def __repr__(self) -> str:
+        return f"ResourceCreated({self.service!r}, {self.resource!r})"
+
+
+@runtime_checkable
+class Signal(Protocol):
+    """Receives call transitions. Every method must be cheap; exceptions are contained.
+
+    Methods a signal does not define are simply not called. ``call`` and
+    ``attempt`` are read-only to signals.
+    """
+
+    def call_started(self, call: Call) -> None: ...
+
+    def attempt_started(self, call: Call, attempt: Attempt) -> None: ...
+
+    def attempt_ended(self, call: Call, attempt: Attempt) -> None: ...
+
+    def call_ended(self, call: Call) -> None: ...
+
+    def client_created(self, event: ClientCreated) -> None: ...
+
+    def resource_created(self, event: ResourceCreated) -> None: ...

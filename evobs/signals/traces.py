@@ -1,0 +1,190 @@
+"""The traces signal: one OpenTelemetry span per call, attempt spans when retried.
+
+The call span is back-dated to provide-client-params and made current from
+before-call to the end of the call, so nested calls (an AssumeRole refresh),
+HTTP-level instrumentation and user handlers see it as their parent.
+Attempt spans are created lazily, only for calls that took more than one
+attempt: the happy path pays for one span.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from .._call import WALL_OFFSET_NS
+from .._version import __version__
+
+if TYPE_CHECKING:
+    from .._call import Attempt, Call
+    from .._operation import Operation
+    from .._options import Options
+
+__all__ = ["TracesSignal"]
+
+_NS_PER_MS: Final = 1_000_000
+_MAX_DESCRIPTION: Final = 1024
+
+
+class TracesSignal:
+    """Renders call records as OpenTelemetry spans."""
+
+    __slots__ = ("_attrs", "_options", "_tracer")
+
+    name = "traces"
+
+    def __init__(self, tracer_provider: trace.TracerProvider | None, options: Options) -> None:
+        self._tracer = trace.get_tracer(
+            "evobs", __version__, tracer_provider=tracer_provider
+        )
+        self._options = options
+        # Per-operation constant attributes and span kind, built once.
+        self._attrs: dict[Operation, tuple[dict[str, Any], SpanKind]] = {}
+
+    def _static(self, op: Operation) -> tuple[dict[str, Any], SpanKind]:
+        static = self._attrs.get(op)
+        if static is None:
+            static = self._attrs[op] = (
+                {"rpc.system": "aws-api", "rpc.service": op.service, "rpc.method": op.name},
+                _span_kind(op),
+            )
+        return static
+
+    def call_started(self, call: Call) -> None:
+        attrs, kind = self._static(call.op)
+        attributes = attrs.copy()
+        if call.region is not None:
+            attributes["cloud.region"] = call.region
+        if call.server_address is not None:
+            attributes["server.address"] = call.server_address
+            attributes["server.port"] = call.server_port
+        if call.http_method is not None:
+            attributes["http.request.method"] = call.http_method
+        span = self._tracer.start_span(
+            call.op.span_name,
+            kind=kind,
+            attributes=attributes,
+            start_time=call.start_ns + WALL_OFFSET_NS,
+        )
+        call.span = span
+        call.token = otel_context.attach(trace.set_span_in_context(span))
+
+    def attempt_started(self, call: Call, attempt: Attempt) -> None:
+        if attempt.number == 1:
+            return
+        span = call.span
+        if span is None or not span.is_recording():
+            return
+        previous = call.attempts[attempt.number - 2]
+        backoff_ns = attempt.start_ns - (previous.end_ns or attempt.start_ns)
+        span.add_event(
+            "aws.sdk.retry",
+            {
+                "aws.sdk.attempt": attempt.number,
+                "aws.sdk.retry.reason": previous.outcome or "error",
+                "aws.sdk.retry_backoff_ms": backoff_ns / _NS_PER_MS,
+            },
+            timestamp=attempt.start_ns + WALL_OFFSET_NS,
+        )
+
+    def call_ended(self, call: Call) -> None:
+        span = call.span
+        if span is None:
+            return
+        token = call.token
+        call.token = None
+        try:
+            if span.is_recording():
+                self._annotate(span, call)
+        finally:
+            try:
+                span.end(end_time=(call.end_ns or call.start_ns) + WALL_OFFSET_NS)
+            finally:
+                if token is not None:
+                    otel_context.detach(token)
+
+    def _annotate(self, span: Any, call: Call) -> None:
+        attempts = call.attempts
+        attributes: dict[str, Any] = {
+            "aws.sdk.attempts": len(attempts),
+            "aws.sdk.retry_backoff_ms": call.backoff_ns / _NS_PER_MS,
+            "aws.sdk.signing_ms": call.signing_ns / _NS_PER_MS,
+            "aws.sdk.serialization_ms": call.serialization_ns / _NS_PER_MS,
+        }
+        if call.http_status is not None:
+            attributes["http.response.status_code"] = call.http_status
+        if call.request_id:
+            attributes["aws.request_id"] = call.request_id
+        if call.extended_request_id:
+            attributes["aws.extended_request_id"] = call.extended_request_id
+        if call.invocation_id:
+            attributes["aws.sdk.invocation_id"] = call.invocation_id
+        outcome = call.outcome
+        if outcome != "ok":
+            error_type = call.error_type or outcome or "error"
+            attributes["error.type"] = error_type
+            attributes["aws.sdk.outcome"] = outcome
+            description = _description(call)
+            if call.exception is not None:
+                span.record_exception(call.exception, attributes={"exception.message": description})
+            else:
+                span.add_event(
+                    "exception",
+                    {"exception.type": error_type, "exception.message": description},
+                    timestamp=(call.end_ns or call.start_ns) + WALL_OFFSET_NS,
+                )
+            if not call.expected:
+                span.set_status(Status(StatusCode.ERROR, description))
+        span.set_attributes(attributes)
+        if len(attempts) > 1:
+            self._attempt_spans(span, call)
+
+    def _attempt_spans(self, parent: Any, call: Call) -> None:
+        parent_context = trace.set_span_in_context(parent)
+        name = f"{call.op.span_name} attempt"
+        end_default = call.end_ns or call.start_ns
+        for attempt in call.attempts:
+            attributes: dict[str, Any] = {
+                "http.request.resend_count": attempt.number - 1,
+                "aws.sdk.attempt": attempt.number,
+                "aws.sdk.signing_ms": attempt.signing_ns / _NS_PER_MS,
+            }
+            if attempt.http_status is not None:
+                attributes["http.response.status_code"] = attempt.http_status
+            if attempt.request_id:
+                attributes["aws.request_id"] = attempt.request_id
+            error_type = attempt.error_type
+            if attempt.outcome not in (None, "ok"):
+                attributes["error.type"] = error_type or attempt.outcome
+                attributes["aws.sdk.outcome"] = attempt.outcome
+            child = self._tracer.start_span(
+                name,
+                context=parent_context,
+                kind=SpanKind.CLIENT,
+                attributes=attributes,
+                start_time=attempt.start_ns + WALL_OFFSET_NS,
+            )
+            if attempt.exception is not None:
+                child.record_exception(attempt.exception)
+            if attempt.outcome not in (None, "ok"):
+                child.set_status(
+                    Status(StatusCode.ERROR, f"{error_type}: {attempt.error_message or ''}")
+                )
+            child.end(end_time=(attempt.end_ns or end_default) + WALL_OFFSET_NS)
+
+
+def _span_kind(op: Operation) -> SpanKind:
+    kind = getattr(op, "span_kind", None)
+    return kind if isinstance(kind, SpanKind) else SpanKind.CLIENT
+
+
+def _description(call: Call) -> str:
+    code = call.error_type or call.outcome or "error"
+    message = call.error_message
+    if message is None and call.exception is not None:
+        message = str(call.exception)
+    text = f"{code}: {message}" if message else code
+    return text[:_MAX_DESCRIPTION]
