@@ -4,7 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench soak format clean
+AIO_VENV  := .venv-aio
+AIO_STAMP := $(AIO_VENV)/.installed
+
+.PHONY: demo test test-aio lint bench soak format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +20,23 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-aio
+
+# aiobotocore pins an older botocore, so its tests run in their own environment.
+$(AIO_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(AIO_VENV)
+	$(AIO_VENV)/bin/pip install --quiet --upgrade pip
+	$(AIO_VENV)/bin/pip install --quiet -e '.[aio]' 'moto[server]>=5.0' 'pytest>=8' 'pytest-timeout>=2.3' 'opentelemetry-sdk'
+	touch $(AIO_STAMP)
+
+test-aio: $(AIO_STAMP)
+	@if [ -d tests/aio ] && ls tests/aio/test_*.py >/dev/null 2>&1; then \
+		$(AIO_VENV)/bin/pytest -q -p no:cacheprovider --rootdir=. -c pyproject.toml tests/aio; \
+	else echo "test-aio: no aiobotocore tests yet"; fi
+
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m tests.benchmarks $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

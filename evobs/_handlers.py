@@ -93,9 +93,7 @@ class Fanout:
         self.signals = signals
 
         def bound(method: str) -> tuple[Callable[..., Any], ...]:
-            return tuple(
-                fn for s in signals if callable(fn := getattr(s, method, None))
-            )
+            return tuple(fn for s in signals if callable(fn := getattr(s, method, None)))
 
         self.call_started = bound("call_started")
         self.attempt_started = bound("attempt_started")
@@ -357,8 +355,8 @@ class Handlers:
             if not self.enabled or not self.fanout.resource_created:
                 return
             # creating-resource-class.<boto3 service name>.<Resource>
-            _, _, rest = event_name.partition(".")
-            service, _, resource = rest.partition(".")
+            rest = event_name.partition(".")[2]
+            service, _sep, resource = rest.partition(".")
             event = ResourceCreated(service, resource or "ServiceResource")
             self._deliver("resource_created", self.fanout.resource_created, event)
         except Exception as exc:

@@ -40,9 +40,7 @@ _PER_CALL: Final = (
 )
 _UID: Final = "evobs."
 
-_INSTALLED: Final[weakref.WeakKeyDictionary[Any, Instrumentation]] = (
-    weakref.WeakKeyDictionary()
-)
+_INSTALLED: Final[weakref.WeakKeyDictionary[Any, Instrumentation]] = weakref.WeakKeyDictionary()
 _LOCK: Final = threading.RLock()
 
 
@@ -110,9 +108,7 @@ class AsyncInstrumentedClient(_TimedConstruction):
 
 
 def _is_async(classes: Any) -> bool:
-    return any(
-        inspect.iscoroutinefunction(getattr(cls, "_make_api_call", None)) for cls in classes
-    )
+    return any(inspect.iscoroutinefunction(getattr(cls, "_make_api_call", None)) for cls in classes)
 
 
 # -- the handle ------------------------------------------------------------------
@@ -176,9 +172,9 @@ class Instrumentation:
                     del _INSTALLED[emitter]
             target = self.target
             if self._client_class is not None and target is not None:
-                if type(target).__bases__[:1] == (InstrumentedClient,) or type(
-                    target
-                ).__bases__[:1] == (AsyncInstrumentedClient,):
+                if type(target).__bases__[:1] == (InstrumentedClient,) or type(target).__bases__[
+                    :1
+                ] == (AsyncInstrumentedClient,):
                     target.__class__ = self._client_class
                 self._client_class = None
 
@@ -187,9 +183,7 @@ class Instrumentation:
     def _register_per_call(self, emitter: Any) -> None:
         handlers = self._handlers
         for event, attr in _PER_CALL:
-            emitter.register_first(
-                f"{event}.*.*", getattr(handlers, attr), unique_id=_UID + event
-            )
+            emitter.register_first(f"{event}.*.*", getattr(handlers, attr), unique_id=_UID + event)
 
     def _install_session(self, emitter: Any) -> None:
         emitter.register_first(
@@ -361,7 +355,7 @@ def uninstrument(target: Any = None) -> None:
     if isinstance(target, Instrumentation):
         target.uninstrument()
         return
-    kind, obj, emitter = _resolve(target)
+    kind, _, emitter = _resolve(target)
     with _LOCK:
         inst = _INSTALLED.get(emitter)
         if inst is not None:

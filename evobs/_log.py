@@ -40,7 +40,7 @@ logger: Final = structlog.wrap_logger(
 class HandlerErrors:
     """Counts evobs's own failures per event and logs each kind once, never raises."""
 
-    __slots__ = ("_counter", "_children", "_lock", "_seen")
+    __slots__ = ("_children", "_counter", "_lock", "_seen")
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._counter = family(
@@ -75,5 +75,5 @@ class HandlerErrors:
                 error_message=str(exc)[:500],
                 exc_info=exc,
             )
-        except Exception:  # noqa: S110 - the error path itself must never raise
+        except Exception:  # the error path itself must never raise
             pass

@@ -93,9 +93,7 @@ class Options:
         self.slow_call_seconds = _positive_or_none(
             "slow_call_seconds", options.get("slow_call_seconds")
         )
-        self.duration_buckets = _buckets(
-            options.get("duration_buckets", DEFAULT_DURATION_BUCKETS)
-        )
+        self.duration_buckets = _buckets(options.get("duration_buckets", DEFAULT_DURATION_BUCKETS))
         rate = options.get("retry_log_rate", 10.0)
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0:
             raise ValueError(
@@ -199,7 +197,7 @@ def _buckets(value: object) -> tuple[float, ...]:
     if isinstance(value, str) or not isinstance(value, Iterable):
         raise TypeError("evobs: 'duration_buckets' must be a sequence of seconds")
     try:
-        buckets = tuple(float(b) for b in value)  # type: ignore[arg-type]
+        buckets = tuple(float(b) for b in value)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"evobs: 'duration_buckets' must hold numbers: {exc}") from None
     if not buckets:

@@ -37,9 +37,7 @@ class TracesSignal:
     name = "traces"
 
     def __init__(self, tracer_provider: trace.TracerProvider | None, options: Options) -> None:
-        self._tracer = trace.get_tracer(
-            "evobs", __version__, tracer_provider=tracer_provider
-        )
+        self._tracer = trace.get_tracer("evobs", __version__, tracer_provider=tracer_provider)
         self._options = options
         # Per-operation constant attributes and span kind, built once.
         self._attrs: dict[Operation, tuple[dict[str, Any], SpanKind]] = {}
