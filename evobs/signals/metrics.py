@@ -1,20 +1,550 @@
-"""The metrics signal (placeholder until the metrics issue lands)."""
+"""The metrics signal: call records rendered as Prometheus families.
+
+Every family is created once per ``CollectorRegistry`` through
+:func:`evobs._registry.family`, so two instrumentations into one registry share
+them, and a registry that already holds a conflicting family fails at
+``instrument()`` time, never at call time.
+
+The hot path does no string formatting and no ``.labels()`` lookup after
+warm-up: label children are resolved once per operation (and per service,
+region and outcome) and kept in small dicts whose size is bounded by the
+service model. Error codes come from the wire, so they are capped per
+(service, operation): see :data:`ERROR_TYPE_CAP`.
+
+Multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) is supported; prometheus_client
+stores no exemplars there, so none are built.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import errno
+import os
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, Final
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import values as _prom_values
 
-__all__ = ["MetricsSignal", "start_metrics_server"]
+from .._registry import MetricConflictError, family
+
+if TYPE_CHECKING:
+    from .._call import Attempt, Call
+    from .._operation import Operation
+    from .._options import Options
+    from . import ClientCreated, ResourceCreated
+
+__all__ = [
+    "ERROR_TYPE_CAP",
+    "LOCAL_BUCKETS",
+    "OTHER",
+    "MetricsServer",
+    "MetricsServerError",
+    "MetricsSignal",
+    "log_events_suppressed_counter",
+    "spans_dropped_counter",
+    "start_metrics_server",
+]
+
+#: Distinct ``error_type`` values kept per (service, operation) and registry;
+#: every further value is counted as :data:`OTHER`.
+ERROR_TYPE_CAP: Final = 64
+#: The label value that stands for "past the cardinality cap".
+OTHER: Final = "other"
+#: Error types longer than this are counted as :data:`OTHER` (a well-formed AWS
+#: error code or exception class name is far shorter).
+_MAX_ERROR_TYPE_LEN: Final = 128
+#: The ``region`` label when the client has none.
+_NO_REGION: Final = "unknown"
+
+#: Buckets for work done inside the process (serialization, signing): those take
+#: tens of microseconds, below the first bucket of a network latency histogram;
+#: signing includes credential resolution, which can take seconds.
+LOCAL_BUCKETS: Final = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+
+_NS: Final = 1e-9
+
+# boto3 resource service names (``creating-resource-class.<name>.<Resource>``) to
+# botocore service ids, so ``service`` means the same everywhere. boto3's set of
+# resource services is frozen; anything else keeps its name.
+_RESOURCE_SERVICES: Final = {
+    "cloudformation": "CloudFormation",
+    "cloudwatch": "CloudWatch",
+    "dynamodb": "DynamoDB",
+    "ec2": "EC2",
+    "glacier": "Glacier",
+    "iam": "IAM",
+    "s3": "S3",
+    "sns": "SNS",
+    "sqs": "SQS",
+}
+
+
+def _multiprocess() -> bool:
+    """Whether prometheus_client runs in multiprocess mode (chosen at its import)."""
+    return bool(getattr(_prom_values.ValueClass, "_multiprocess", False))
+
+
+def spans_dropped_counter(registry: CollectorRegistry) -> Counter:
+    """``evobs_spans_dropped_total``: the shared family, for whichever signal drops spans."""
+    return family(
+        registry,
+        Counter,
+        "evobs_spans_dropped",
+        "Spans evobs could not start or end (they are dropped, the call is unaffected)",
+    )
+
+
+def log_events_suppressed_counter(registry: CollectorRegistry) -> Counter:
+    """``evobs_log_events_suppressed_total{event}``: events left out by rate limiting."""
+    return family(
+        registry,
+        Counter,
+        "evobs_log_events_suppressed",
+        "Log events evobs did not emit because of its rate limits",
+        ("event",),
+    )
+
+
+def _histogram(
+    registry: CollectorRegistry,
+    name: str,
+    doc: str,
+    labelnames: tuple[str, ...],
+    buckets: tuple[float, ...],
+) -> Histogram:
+    metric = family(registry, Histogram, name, doc, labelnames, buckets=buckets)
+    existing = tuple(metric._upper_bounds[:-1])
+    if existing != tuple(buckets):
+        raise MetricConflictError(
+            f"evobs: histogram {name!r} already exists in this registry with buckets "
+            f"{existing}, not {tuple(buckets)}: instrument with the same duration_buckets "
+            "or pass another registry="
+        )
+    return metric
+
+
+class _Families:
+    """The fifteen families of one registry (``evobs_handler_errors`` comes from the core)."""
+
+    __slots__ = (
+        "attempt_duration",
+        "attempts",
+        "backoff",
+        "call_duration",
+        "client_duration",
+        "clients",
+        "errors",
+        "handler_errors",
+        "in_flight",
+        "log_suppressed",
+        "resources",
+        "retries",
+        "serialization",
+        "signing",
+        "spans_dropped",
+    )
+
+    def __init__(self, registry: CollectorRegistry, buckets: tuple[float, ...]) -> None:
+        op = ("service", "operation")
+        svc = ("service",)
+        self.call_duration = _histogram(
+            registry,
+            "aws_sdk_call_duration_seconds",
+            "AWS API call duration, all attempts and backoff included",
+            (*op, "region", "outcome"),
+            buckets,
+        )
+        self.errors = family(
+            registry,
+            Counter,
+            "aws_sdk_call_errors",
+            "AWS API calls that did not succeed, by error code or exception class",
+            (*op, "error_type"),
+        )
+        self.attempts = family(
+            registry, Counter, "aws_sdk_call_attempts", "HTTP attempts made by AWS API calls", op
+        )
+        self.retries = family(
+            registry,
+            Counter,
+            "aws_sdk_retries",
+            "Retried attempts, by the outcome of the attempt that was retried",
+            (*op, "reason"),
+        )
+        self.attempt_duration = _histogram(
+            registry,
+            "aws_sdk_call_attempt_duration_seconds",
+            "Duration of one HTTP attempt (signing, sending, receiving)",
+            op,
+            buckets,
+        )
+        self.backoff = _histogram(
+            registry,
+            "aws_sdk_retry_backoff_seconds",
+            "Time slept between attempts before a retry",
+            svc,
+            buckets,
+        )
+        self.serialization = _histogram(
+            registry,
+            "aws_sdk_call_serialization_duration_seconds",
+            "Time to validate and serialize the request parameters",
+            op,
+            LOCAL_BUCKETS,
+        )
+        self.signing = _histogram(
+            registry,
+            "aws_sdk_call_signing_duration_seconds",
+            "Time to sign one attempt, credential resolution included",
+            svc,
+            LOCAL_BUCKETS,
+        )
+        self.in_flight = family(
+            registry,
+            Gauge,
+            "aws_sdk_calls_in_flight",
+            "AWS API calls in progress",
+            svc,
+            multiprocess_mode="livesum",
+        )
+        self.clients = family(
+            registry, Counter, "aws_sdk_clients_created", "botocore clients created", svc
+        )
+        self.client_duration = _histogram(
+            registry,
+            "aws_sdk_client_creation_duration_seconds",
+            "Time to construct one botocore client",
+            svc,
+            buckets,
+        )
+        self.resources = family(
+            registry,
+            Counter,
+            "aws_sdk_resources_created",
+            "boto3 resource objects created (service resources, buckets, tables...)",
+            ("service", "resource"),
+        )
+        self.handler_errors = family(
+            registry,
+            Counter,
+            "evobs_handler_errors",
+            "Exceptions raised inside evobs (handlers and signals), swallowed so the call "
+            "is unaffected",
+            ("event",),
+        )
+        self.spans_dropped = spans_dropped_counter(registry)
+        self.log_suppressed = log_events_suppressed_counter(registry)
+
+
+class _ErrorTypes:
+    """The admitted ``error_type`` values of one errors family, per (service, operation).
+
+    Shared by every signal on the registry, so the cap holds for the family, not
+    per instrumentation.
+    """
+
+    __slots__ = ("lock", "seen")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seen: dict[tuple[str, str], set[str]] = {}
+
+    def admit(self, service: str, operation: str, error_type: str) -> str:
+        if len(error_type) > _MAX_ERROR_TYPE_LEN:
+            return OTHER
+        with self.lock:
+            seen = self.seen.setdefault((service, operation), set())
+            if error_type in seen:
+                return error_type
+            if len(seen) < ERROR_TYPE_CAP:
+                seen.add(error_type)
+                return error_type
+            return OTHER
+
+
+_ERROR_TYPES: Final[weakref.WeakKeyDictionary[Counter, _ErrorTypes]] = weakref.WeakKeyDictionary()
+_ERROR_TYPES_LOCK: Final = threading.Lock()
+
+
+def _error_types(errors: Counter) -> _ErrorTypes:
+    with _ERROR_TYPES_LOCK:
+        state = _ERROR_TYPES.get(errors)
+        if state is None:
+            state = _ERROR_TYPES[errors] = _ErrorTypes()
+        return state
+
+
+class _Service:
+    """Label children of one service."""
+
+    __slots__ = ("backoff", "in_flight", "signing")
+
+    def __init__(self, families: _Families, service: str) -> None:
+        self.backoff = families.backoff.labels(service)
+        self.signing = families.signing.labels(service)
+        self.in_flight = families.in_flight.labels(service)
+
+
+class _Op:
+    """Label children of one operation, resolved once; outcome-, reason-, region- and
+    error-keyed children are added on first use (bounded sets)."""
+
+    __slots__ = (
+        "attempt_duration",
+        "attempts",
+        "durations",
+        "errors",
+        "operation",
+        "other_error",
+        "retries",
+        "serialization",
+        "service",
+        "svc",
+    )
+
+    def __init__(self, families: _Families, op: Operation, svc: _Service) -> None:
+        self.service = op.service
+        self.operation = op.name
+        self.svc = svc
+        self.attempts = families.attempts.labels(op.service, op.name)
+        self.attempt_duration = families.attempt_duration.labels(op.service, op.name)
+        self.serialization = families.serialization.labels(op.service, op.name)
+        self.durations: dict[tuple[str | None, str | None], Any] = {}
+        self.retries: dict[str | None, Any] = {}
+        self.errors: dict[str, Any] = {}
+        self.other_error: Any = None
 
 
 class MetricsSignal:
+    """Renders call records as the Prometheus families of DESIGN section 4."""
+
+    __slots__ = (
+        "_clients",
+        "_error_types",
+        "_exemplars",
+        "_families",
+        "_lock",
+        "_ops",
+        "_resources",
+        "_services",
+    )
+
     name = "metrics"
 
-    def __init__(self, registry: CollectorRegistry, options: Any) -> None:
-        self._registry = registry
+    def __init__(self, registry: CollectorRegistry, options: Options) -> None:
+        self._families = _Families(registry, tuple(options.duration_buckets))
+        self._error_types = _error_types(self._families.errors)
+        # prometheus_client keeps no exemplars in multiprocess mode: build none.
+        self._exemplars = not _multiprocess()
+        self._lock = threading.Lock()
+        self._ops: dict[Operation, _Op] = {}
+        self._services: dict[str, _Service] = {}
+        self._clients: dict[str, tuple[Any, Any]] = {}
+        self._resources: dict[tuple[str, str], Any] = {}
+
+    # -- children (the warm-up path) ------------------------------------------------
+
+    def _op(self, op: Operation) -> _Op:
+        found = self._ops.get(op)
+        if found is None:
+            with self._lock:
+                found = self._ops.get(op)
+                if found is None:
+                    svc = self._services.get(op.service)
+                    if svc is None:
+                        svc = self._services[op.service] = _Service(self._families, op.service)
+                    found = self._ops[op] = _Op(self._families, op, svc)
+        return found
+
+    def _duration_child(self, m: _Op, region: str | None, outcome: str | None) -> Any:
+        child = self._families.call_duration.labels(
+            m.service, m.operation, region or _NO_REGION, outcome or "error"
+        )
+        m.durations[(region, outcome)] = child
+        return child
+
+    def _retry_child(self, m: _Op, reason: str | None) -> Any:
+        child = self._families.retries.labels(m.service, m.operation, reason or "error")
+        m.retries[reason] = child
+        return child
+
+    def _error_child(self, m: _Op, error_type: str) -> Any:
+        label = self._error_types.admit(m.service, m.operation, error_type)
+        if label == OTHER and error_type != OTHER:
+            child = m.other_error
+            if child is None:
+                child = m.other_error = self._families.errors.labels(m.service, m.operation, OTHER)
+            return child  # not cached per value: past the cap values are unbounded
+        child = m.errors[error_type] = self._families.errors.labels(m.service, m.operation, label)
+        return child
+
+    # -- transitions (the hot path) -----------------------------------------------
+
+    def call_started(self, call: Call) -> None:
+        m = self._ops.get(call.op) or self._op(call.op)
+        m.svc.in_flight.inc()
+
+    def attempt_started(self, call: Call, attempt: Attempt) -> None:
+        m = self._ops.get(call.op) or self._op(call.op)
+        m.attempts.inc()
+        number = attempt.number
+        if number > 1:
+            previous = call.attempts[number - 2]
+            reason = previous.outcome
+            child = m.retries.get(reason) or self._retry_child(m, reason)
+            child.inc()
+            if previous.end_ns is not None:
+                m.svc.backoff.observe(max(attempt.start_ns - previous.end_ns, 0) * _NS)
+
+    def attempt_ended(self, call: Call, attempt: Attempt) -> None:
+        m = self._ops.get(call.op) or self._op(call.op)
+        if attempt.end_ns is not None:
+            m.attempt_duration.observe((attempt.end_ns - attempt.start_ns) * _NS)
+        if attempt.sent_ns is not None:
+            m.svc.signing.observe((attempt.sent_ns - attempt.start_ns) * _NS)
+
+    def call_ended(self, call: Call) -> None:
+        m = self._ops.get(call.op) or self._op(call.op)
+        try:
+            outcome = call.outcome
+            child = m.durations.get((call.region, outcome)) or self._duration_child(
+                m, call.region, outcome
+            )
+            seconds = call.duration_ns * _NS
+            exemplar = None
+            if self._exemplars and call.span is not None:
+                ctx = call.span.get_span_context()
+                if ctx.trace_flags.sampled:
+                    exemplar = {
+                        "trace_id": format(ctx.trace_id, "032x"),
+                        "span_id": format(ctx.span_id, "016x"),
+                    }
+            child.observe(seconds, exemplar)
+            if call.serialized_ns is not None:
+                m.serialization.observe((call.serialized_ns - call.start_ns) * _NS)
+            if outcome != "ok":
+                error_type = call.error_type or outcome or "error"
+                (m.errors.get(error_type) or self._error_child(m, error_type)).inc()
+        finally:
+            # Whatever failed above, in-flight goes back where it was.
+            m.svc.in_flight.dec()
+
+    def client_created(self, event: ClientCreated) -> None:
+        children = self._clients.get(event.service)
+        if children is None:
+            f = self._families
+            children = self._clients[event.service] = (
+                f.clients.labels(event.service),
+                f.client_duration.labels(event.service),
+            )
+        children[0].inc()
+        children[1].observe(event.duration_ns * _NS)
+
+    def resource_created(self, event: ResourceCreated) -> None:
+        key = (event.service, event.resource)
+        child = self._resources.get(key)
+        if child is None:
+            service = _RESOURCE_SERVICES.get(event.service, event.service)
+            child = self._resources[key] = self._families.resources.labels(service, event.resource)
+        child.inc()
 
 
-def start_metrics_server(port: int = 9464, addr: str = "0.0.0.0") -> Any:
-    raise NotImplementedError
+# -- the /metrics endpoint -----------------------------------------------------------
+
+
+class MetricsServerError(OSError):
+    """The metrics endpoint could not listen (most often: the port is already in use)."""
+
+
+class MetricsServer:
+    """A running ``/metrics`` endpoint: ``.port`` is the bound port; ``shutdown()`` stops it."""
+
+    __slots__ = ("_httpd", "_thread", "addr", "port")
+
+    def __init__(self, httpd: Any, thread: threading.Thread, addr: str) -> None:
+        self._httpd = httpd
+        self._thread = thread
+        self.addr = addr
+        self.port: int = int(httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.addr in ("", "0.0.0.0") else self.addr
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}/metrics"
+
+    def shutdown(self) -> None:
+        """Stop serving and release the port (idempotent)."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        httpd.server_close()
+        self._thread.join(timeout=5)
+
+    close = shutdown
+
+    def __enter__(self) -> MetricsServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        return f"<evobs.MetricsServer {self.url}>"
+
+
+def start_metrics_server(
+    port: int = 9464,
+    addr: str = "0.0.0.0",
+    registry: CollectorRegistry | None = None,
+) -> MetricsServer:
+    """Serve ``/metrics`` from a daemon thread (thin over prometheus_client's server).
+
+    ``port=0`` picks a free port (see ``.port``). ``registry`` defaults to
+    prometheus_client's global ``REGISTRY``; under ``PROMETHEUS_MULTIPROC_DIR`` the
+    default is a registry that merges every process's files instead.
+    Raises :class:`MetricsServerError` (an ``OSError``) naming the port when it is taken.
+    """
+    from prometheus_client import start_http_server
+
+    if registry is None:
+        if _multiprocess() and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        else:
+            registry = REGISTRY
+    try:
+        httpd, thread = start_http_server(port, addr=addr, registry=registry)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise MetricsServerError(
+                exc.errno,
+                f"evobs: cannot serve metrics on {addr}:{port}: port {port} is already in "
+                "use (pass another port=, or stop the other server)",
+            ) from exc
+        raise MetricsServerError(
+            exc.errno, f"evobs: cannot serve metrics on {addr}:{port}: {exc.strerror or exc}"
+        ) from exc
+    return MetricsServer(httpd, thread, addr)
