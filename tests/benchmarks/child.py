@@ -1,0 +1,454 @@
+"""One benchmark variant in a fresh process: ``python -m tests.benchmarks.child '<spec json>'``.
+
+Prints one line ``BENCH-RESULT {json}``: per-call CPU and wall microseconds (the
+median of several batches), what the variant emitted per call (spans, metric
+observations, log events) and peak RSS. The parent pairs it with a baseline
+process of the same round.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import logging
+import os
+import resource
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from functools import partial
+from time import perf_counter_ns, process_time_ns
+from typing import Any, Final
+
+RESULT_PREFIX: Final = "BENCH-RESULT "
+
+#: Signals per evobs variant.
+EVOBS_SIGNALS: Final = {
+    "evobs-traces": ("traces",),
+    "evobs-metrics": ("metrics",),
+    "evobs-logs": ("logs",),
+    "evobs-all": ("traces", "metrics", "logs"),
+}
+SPAN_VARIANTS: Final = ("evobs-traces", "evobs-all", "peer", "floor")
+VARIANTS: Final = (
+    "baseline",
+    "evobs-traces",
+    "evobs-metrics",
+    "evobs-logs",
+    "evobs-all",
+    "peer",
+    "floor",
+)
+WORKLOADS: Final = ("canned", "retry", "loopback")
+_PROOF_CALLS: Final = 30
+
+# The ten attributes evobs's call span carries on a successful call: the floor
+# variant starts an SDK span with as many, and does nothing else.
+_FLOOR_ATTRIBUTES: Final[dict[str, Any]] = {
+    "rpc.system": "aws-api",
+    "rpc.service": "S3",
+    "rpc.method": "HeadObject",
+    "cloud.region": "us-east-1",
+    "server.address": "127.0.0.1",
+    "server.port": 1,
+    "http.request.method": "HEAD",
+    "http.response.status_code": 200,
+    "aws.request_id": "BENCH0000000000",
+    "aws.sdk.attempts": 1,
+}
+
+
+def _environment() -> None:
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "OTEL_")):
+            del os.environ[name]
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+
+
+class _CountingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """An ordinary application's handler (formats every record it gets), counting evobs's."""
+
+    def __init__(self) -> None:
+        super().__init__(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        self.evobs = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith("evobs"):
+            self.evobs += 1
+        super().emit(record)
+
+
+def _app_logging() -> _CountingHandler:
+    """What an ordinary app does: one root handler at WARNING."""
+    handler = _CountingHandler()
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    return handler
+
+
+class _Spans:
+    """A TracerProvider whose spans go to a counting exporter (nothing serialised)."""
+
+    def __init__(self, processor: str) -> None:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SimpleSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+
+        class CountingExporter(SpanExporter):
+            def __init__(self) -> None:
+                self.count = 0
+
+            def export(self, spans: Sequence[Any]) -> SpanExportResult:
+                self.count += len(spans)
+                return SpanExportResult.SUCCESS
+
+            def shutdown(self) -> None:
+                pass
+
+            def force_flush(self, timeout_millis: int = 30000) -> bool:
+                return True
+
+        self.exporter = CountingExporter()
+        self.provider = TracerProvider()
+        factory = BatchSpanProcessor if processor == "batch" else SimpleSpanProcessor
+        self.provider.add_span_processor(factory(self.exporter))
+
+    def count(self) -> int:
+        self.provider.force_flush()
+        return self.exporter.count
+
+
+class _Floor:
+    """The least a span-per-call instrumentation can do: one SDK span with ten
+    attributes, current for the call, from two botocore events. Nothing else."""
+
+    def __init__(self, provider: Any) -> None:
+        from opentelemetry import context, trace
+
+        self._tracer = trace.get_tracer("floor", tracer_provider=provider)
+        self._attach = context.attach
+        self._detach = context.detach
+        self._in_context = trace.set_span_in_context
+        self._client = trace.SpanKind.CLIENT
+
+    def before_call(self, context: Any = None, model: Any = None, **_: Any) -> None:
+        span = self._tracer.start_span(model.name, kind=self._client, attributes=_FLOOR_ATTRIBUTES)
+        context["floor"] = (span, self._attach(self._in_context(span)))
+
+    def after_call(self, context: Any = None, **_: Any) -> None:
+        span, token = context.pop("floor")
+        span.end()
+        self._detach(token)
+
+    def register(self, events: Any) -> None:
+        events.register_first("before-call.*.*", self.before_call, unique_id="floor-before")
+        events.register_first("after-call.*.*", self.after_call, unique_id="floor-after")
+
+
+def _metric_count(registry: Any) -> float | None:
+    """Calls recorded in ``aws_sdk_call_duration_seconds`` (None: no such family)."""
+    if registry is None:
+        return None
+    total: float | None = None
+    for family in registry.collect():
+        if family.name == "aws_sdk_call_duration_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_count"):
+                    total = (total or 0.0) + sample.value
+    return total
+
+
+def _zero_backoff_and_unbounded_quota() -> None:
+    """DESIGN 6: benchmarks may make the jitter 0. The standard mode's retry quota
+    (500 tokens, a 503-503-200 call keeps 14) would stop retrying after ~35 calls,
+    so the benchmark client gets a quota that never runs out. Same for every variant."""
+    from botocore.retries import quota, standard
+
+    for obj in gc.get_objects():
+        if isinstance(obj, standard.ExponentialBackoff):
+            obj._random = lambda: 0.0
+        elif isinstance(obj, standard.RetryQuotaChecker):
+            obj._quota = quota.RetryQuota(10**12)
+
+
+class _Bench:
+    """The clients, the workload and the instrumentation of one child."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.spec = spec
+        self.workload: str = spec["workload"]
+        self.variant: str = spec["variant"]
+        self.logs = _app_logging()
+        self.spans: _Spans | None = None
+        self.registry: Any = None
+        self.order_ok: bool | None = None
+        session = boto3.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+        )
+        self._instrument(session, spec.get("processor") or "simple")
+        endpoint = spec.get("endpoint") or "http://127.0.0.1:1"
+        config = Config(
+            retries={"mode": "standard", "total_max_attempts": 3},
+            connect_timeout=2,
+            read_timeout=5,
+        )
+        self.ddb = session.client("dynamodb", endpoint_url=endpoint, config=config)
+        self.s3 = session.client("s3", endpoint_url=endpoint, config=config)
+        self.head_responder: Any = None
+        if self.workload in ("canned", "retry"):
+            self._can(failures=2 if self.workload == "retry" else 0)
+        if self.workload == "retry":
+            _zero_backoff_and_unbounded_quota()
+        get_item = partial(self.ddb.get_item, TableName="bench", Key={"pk": {"S": "k"}})
+        head = partial(self.s3.head_object, Bucket="bench", Key="object-00")
+        listing = partial(self.s3.list_objects_v2, Bucket="bench")
+        self.calls: tuple[Callable[[], Any], ...] = (get_item, head, listing)
+
+    def _instrument(self, session: Any, processor: str) -> None:
+        variant = self.variant
+        if variant == "baseline":
+            return
+        from prometheus_client import CollectorRegistry
+
+        self.spans = _Spans(processor) if variant in SPAN_VARIANTS else None
+        provider = self.spans.provider if self.spans is not None else None
+        if variant in EVOBS_SIGNALS:
+            import evobs
+
+            self.registry = CollectorRegistry()
+            evobs.instrument(
+                session,
+                tracer_provider=provider,
+                registry=self.registry,
+                signals=EVOBS_SIGNALS[variant],
+            )
+        elif variant == "peer":
+            from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
+
+            instrumentor: Any = BotocoreInstrumentor
+            instrumentor().instrument(tracer_provider=provider)
+        elif variant == "floor":
+            _Floor(provider).register(session.events)
+        else:
+            raise SystemExit(f"unknown variant {variant!r}")
+
+    def _can(self, failures: int) -> None:
+        from .canned import CannedResponder
+
+        for client, operation in (
+            (self.ddb, "DynamoDB.GetItem"),
+            (self.s3, "S3.HeadObject"),
+            (self.s3, "S3.ListObjectsV2"),
+        ):
+            responder = CannedResponder(operation, failures)
+            sid = client.meta.service_model.service_id.hyphenize()
+            name = operation.partition(".")[2]
+            client.meta.events.register(f"before-send.{sid}.{name}", responder)
+            if self.variant in EVOBS_SIGNALS:
+                responder.check = self._check_order
+            if operation == "S3.HeadObject":
+                self.head_responder = responder
+
+    def _check_order(self, request: Any) -> None:
+        """evobs's before-send (registered first on ``before-send.*.*``) ran before ours."""
+        call = request.context.get("evobs.call")
+        attempts: Any = getattr(call, "attempts", None)
+        self.order_ok = bool(attempts) and attempts[-1].sent_ns is not None
+
+    def run(self, rounds: int) -> None:
+        a, b, c = self.calls
+        for _ in range(rounds):
+            a()
+            b()
+            c()
+
+    def counters(self) -> tuple[int | None, float | None, int]:
+        spans = self.spans.count() if self.spans is not None else None
+        return spans, _metric_count(self.registry), self.logs.evobs
+
+    def logs_proof(self) -> float | None:
+        """Log events per failing call (S3 HeadObject 404: a WARNING ``aws.call``)."""
+        if self.variant not in ("evobs-logs", "evobs-all"):
+            return None
+        from botocore.exceptions import ClientError
+
+        before = self.logs.evobs
+        responder = self.head_responder
+        key = "object-00" if responder is not None else "missing"
+        if responder is not None:
+            responder.not_found = True
+        try:
+            for _ in range(_PROOF_CALLS):
+                with contextlib.suppress(ClientError):
+                    self.s3.head_object(Bucket="bench", Key=key)
+        finally:
+            if responder is not None:
+                responder.not_found = False
+        return (self.logs.evobs - before) / _PROOF_CALLS
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mb() -> float:
+    """VmHWM: this process's peak (``ru_maxrss`` keeps the parent's across fork+exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    bench = _Bench(spec)
+    per_round = len(bench.calls)
+    warmup = max(1, spec["warmup"] // per_round)
+    batch = max(1, spec["batch_calls"] // per_round)
+    bench.run(warmup)
+    spans0, metric0, logs0 = bench.counters()
+    cpu: list[float] = []
+    wall: list[float] = []
+    for _ in range(spec["batches"]):
+        c0 = process_time_ns()
+        w0 = perf_counter_ns()
+        bench.run(batch)
+        w1 = perf_counter_ns()
+        c1 = process_time_ns()
+        calls = batch * per_round
+        cpu.append((c1 - c0) / calls / 1000)
+        wall.append((w1 - w0) / calls / 1000)
+    spans1, metric1, logs1 = bench.counters()
+    calls = spec["batches"] * batch * per_round
+    return {
+        "calls": calls,
+        "cpu_us": statistics.median(cpu),
+        "wall_us": statistics.median(wall),
+        "cpu_batches": cpu,
+        "spans_per_call": None if spans1 is None else (spans1 - (spans0 or 0)) / calls,
+        "metric_calls_per_call": None if metric1 is None else (metric1 - (metric0 or 0.0)) / calls,
+        "logs_per_call": (logs1 - logs0) / calls,
+        "logs_proof_per_call": bench.logs_proof(),
+        "order_ok": bench.order_ok,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def soak(spec: dict[str, Any]) -> dict[str, Any]:
+    """Memory after each checkpoint of canned calls (after a full collection)."""
+    bench = _Bench(spec)
+    per_round = len(bench.calls)
+    done = 0
+    points = []
+    for target in spec["checkpoints"]:
+        bench.run(max(0, (target - done) // per_round))
+        done = max(done, target)
+        bench.counters()
+        gc.collect()
+        points.append({"calls": done, "rss_mb": _rss_mb(), "gc_objects": len(gc.get_objects())})
+    spans, metric, _ = bench.counters()
+    return {"points": points, "spans": spans, "metric_calls": metric}
+
+
+def micro(spec: dict[str, Any]) -> dict[str, Any]:
+    """The SDK's own span floor outside any call: start_span(10 attributes) + end,
+    and the same made current (attach/detach), per span."""
+    from opentelemetry import context, trace
+
+    spans = _Spans(spec.get("processor") or "simple")
+    tracer = trace.get_tracer("floor", tracer_provider=spans.provider)
+    n = spec["batch_calls"]
+    kind = trace.SpanKind.CLIENT
+
+    def plain() -> None:
+        for _ in range(n):
+            tracer.start_span("S3.HeadObject", kind=kind, attributes=_FLOOR_ATTRIBUTES).end()
+
+    def current() -> None:
+        for _ in range(n):
+            span = tracer.start_span("S3.HeadObject", kind=kind, attributes=_FLOOR_ATTRIBUTES)
+            token = context.attach(trace.set_span_in_context(span))
+            span.end()
+            context.detach(token)
+
+    out: dict[str, Any] = {}
+    for name, fn in (("span_us", plain), ("span_current_us", current)):
+        fn()
+        samples = []
+        for _ in range(spec["batches"]):
+            c0 = process_time_ns()
+            fn()
+            samples.append((process_time_ns() - c0) / n / 1000)
+        out[name] = statistics.median(samples)
+    out["spans"] = spans.count()
+    return out
+
+
+def cold(spec: dict[str, Any], t0: int) -> dict[str, Any]:
+    """Whole-process cold start: imports, instrument, first client (wall ms)."""
+    import boto3
+
+    variant = spec["variant"]
+    session = boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
+    if variant != "baseline":
+        from opentelemetry.sdk.trace import TracerProvider
+
+        provider = TracerProvider()
+        if variant == "peer":
+            from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
+
+            instrumentor: Any = BotocoreInstrumentor
+            instrumentor().instrument(tracer_provider=provider)
+        else:
+            import evobs
+
+            evobs.instrument(session, tracer_provider=provider, signals=EVOBS_SIGNALS[variant])
+    session.client("s3", endpoint_url="http://127.0.0.1:1")
+    return {"cold_ms": (perf_counter_ns() - t0) / 1e6}
+
+
+def main(argv: list[str]) -> int:
+    t0 = perf_counter_ns()
+    _environment()
+    spec = json.loads(argv[1])
+    mode = spec.get("mode", "measure")
+    if mode == "cold":
+        result = cold(spec, t0)
+    elif mode == "soak":
+        result = soak(spec)
+    elif mode == "micro":
+        result = micro(spec)
+    else:
+        result = measure(spec)
+    result["spec"] = spec
+    sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))
