@@ -13,7 +13,7 @@ from ._version import __version__
 from .signals import ClientCreated, ResourceCreated, Signal
 
 if TYPE_CHECKING:
-    from .configure import Telemetry, configure
+    from ._configure import Telemetry, configure
     from .signals.metrics import start_metrics_server
 
 __all__ = [
@@ -33,8 +33,8 @@ __all__ = [
 
 # Loaded on first use: a Lambda cold start pays only for what it touches.
 _LAZY = {
-    "configure": ("evobs.configure", "configure"),
-    "Telemetry": ("evobs.configure", "Telemetry"),
+    "configure": ("evobs._configure", "configure"),
+    "Telemetry": ("evobs._configure", "Telemetry"),
     "start_metrics_server": ("evobs.signals.metrics", "start_metrics_server"),
 }
 

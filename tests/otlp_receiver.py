@@ -1,0 +1,224 @@
+"""A local OTLP/HTTP traces receiver for the tests: what Jaeger's port 4318 does.
+
+It decodes each ``POST /v1/traces`` body as an ``ExportTraceServiceRequest`` with
+``opentelemetry-proto`` and keeps the spans, each with its resource attributes,
+so tests check what actually crossed the wire. Modes for the reliability tests:
+``"accept"`` (200), ``"refuse"`` (closed port: nothing listens), ``"hang"``
+(reads the request, never answers until stopped).
+"""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+Mode = Literal["accept", "refuse", "hang"]
+
+__all__ = ["OTLPReceiver", "ReceivedSpan", "closed_port", "otlp_receiver"]
+
+
+def _value(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _value(kv.value) for kv in value.kvlist_value.values}
+    return getattr(value, kind)
+
+
+def _attributes(items: Any) -> dict[str, Any]:
+    return {kv.key: _value(kv.value) for kv in items}
+
+
+@dataclass
+class ReceivedSpan:
+    """One decoded span: ids as lowercase hex, times in ns, attributes as a dict."""
+
+    name: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    kind: int
+    start_ns: int
+    end_ns: int
+    attributes: dict[str, Any]
+    status_code: int
+    status_message: str
+    events: list[tuple[str, dict[str, Any]]]
+    resource: dict[str, Any]
+    scope: str
+    links: list[str] = field(default_factory=list)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    receiver: OTLPReceiver
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Silent."""
+
+    def do_POST(self) -> None:
+        receiver = self.server.receiver
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        receiver._requests_seen += 1
+        if receiver.mode == "hang":
+            receiver._hold.wait(60)
+            self.close_connection = True
+            return
+        if self.path != "/v1/traces":
+            self._reply(404, b"")
+            return
+        encoding = (self.headers.get("Content-Encoding") or "").lower()
+        if encoding == "gzip":
+            body = gzip.decompress(body)
+        elif encoding == "deflate":
+            body = zlib.decompress(body)
+        request = ExportTraceServiceRequest()
+        try:
+            request.ParseFromString(body)
+        except Exception:
+            self._reply(400, b"")
+            return
+        receiver._store(request, self.headers.get("Content-Type", ""))
+        self._reply(200, ExportTraceServiceResponse().SerializeToString())
+
+    def _reply(self, status: int, payload: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+class OTLPReceiver:
+    """Threaded OTLP/HTTP receiver on 127.0.0.1, a free port."""
+
+    def __init__(self, mode: Mode = "accept") -> None:
+        self.mode: Mode = mode
+        self.spans: list[ReceivedSpan] = []
+        self.content_types: list[str] = []
+        self._requests_seen = 0
+        self._lock = threading.Lock()
+        self._hold = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._port = 0
+
+    def start(self) -> OTLPReceiver:
+        if self.mode == "refuse":
+            self._port = closed_port()
+            return self
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.receiver = self
+        self._server = server
+        self._port = int(server.server_address[1])
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._hold.set()
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:port`` (what OTEL_EXPORTER_OTLP_ENDPOINT takes)."""
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def url(self) -> str:
+        """The full traces URL."""
+        return self.base_url + "/v1/traces"
+
+    @property
+    def requests_seen(self) -> int:
+        return self._requests_seen
+
+    def _store(self, request: ExportTraceServiceRequest, content_type: str) -> None:
+        decoded: list[ReceivedSpan] = []
+        for resource_spans in request.resource_spans:
+            resource = _attributes(resource_spans.resource.attributes)
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    decoded.append(
+                        ReceivedSpan(
+                            name=span.name,
+                            trace_id=span.trace_id.hex(),
+                            span_id=span.span_id.hex(),
+                            parent_span_id=span.parent_span_id.hex(),
+                            kind=span.kind,
+                            start_ns=span.start_time_unix_nano,
+                            end_ns=span.end_time_unix_nano,
+                            attributes=_attributes(span.attributes),
+                            status_code=span.status.code,
+                            status_message=span.status.message,
+                            events=[(e.name, _attributes(e.attributes)) for e in span.events],
+                            resource=resource,
+                            scope=scope_spans.scope.name,
+                            links=[link.span_id.hex() for link in span.links],
+                        )
+                    )
+        with self._lock:
+            self.spans.extend(decoded)
+            self.content_types.append(content_type)
+
+    def received(self) -> list[ReceivedSpan]:
+        with self._lock:
+            return list(self.spans)
+
+    def named(self, name: str) -> list[ReceivedSpan]:
+        return [s for s in self.received() if s.name == name]
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedSpan]:
+        """Poll until ``count`` spans arrived or the deadline passes; returns what arrived."""
+        deadline = time.monotonic() + timeout
+        while True:
+            spans = self.received()
+            if len(spans) >= count or time.monotonic() >= deadline:
+                return spans
+            time.sleep(0.02)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def otlp_receiver(mode: Mode = "accept") -> Iterator[OTLPReceiver]:
+    receiver = OTLPReceiver(mode).start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
