@@ -1,0 +1,154 @@
+"""docs/metrics.md against the code: the reference table must match the families the
+metrics signal registers and the samples it exposes, and every PromQL example must
+be valid PromQL for a real Prometheus."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics.exposition import generate_latest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+import evobs
+from evobs._options import DEFAULT_DURATION_BUCKETS
+from evobs.signals.metrics import ERROR_TYPE_CAP, LOCAL_BUCKETS
+from tests.conftest import fast_config
+from tests.prometheus_harness import Prometheus, require_prometheus
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
+_ROW = re.compile(r"^\|\s*`([a-z_]+)`\s*\|\s*(counter|gauge|histogram)\s*\|([^|]*)\|")
+_SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum")}
+
+
+class Row:
+    """One row of the reference table."""
+
+    def __init__(self, name: str, kind: str, labels: str) -> None:
+        self.name = name
+        self.kind = kind
+        self.labels = frozenset(re.findall(r"`([a-z_]+)`", labels))
+        # prometheus_client's family name drops a counter's _total.
+        self.family = name.removesuffix("_total") if kind == "counter" else name
+
+    @property
+    def sample_names(self) -> set[str]:
+        return {self.family + s for s in _SUFFIXES[self.kind]}
+
+
+def doc_rows() -> dict[str, Row]:
+    rows: dict[str, Row] = {}
+    for line in DOC.read_text().splitlines():
+        match = _ROW.match(line)
+        if match:
+            row = Row(*match.groups())
+            assert row.family not in rows, f"{row.name} listed twice"
+            rows[row.family] = row
+    return rows
+
+
+def promql_examples() -> list[str]:
+    """Every expression in the ```promql blocks (continuation lines are indented)."""
+    exprs: list[str] = []
+    for block in re.findall(r"```promql\n(.*?)```", DOC.read_text(), re.S):
+        for line in block.splitlines():
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            if line[0].isspace() and exprs:
+                exprs[-1] += " " + line.strip()
+            else:
+                exprs.append(line.strip())
+    return exprs
+
+
+def _ours(registry: CollectorRegistry) -> dict[str, Any]:
+    """evobs's collectors in ``registry`` by family name."""
+    return {
+        c._name: c
+        for c in list(registry._collector_to_names)
+        if getattr(c, "_name", "").startswith(("aws_sdk_", "evobs_"))
+    }
+
+
+def test_table_lists_exactly_the_registered_families() -> None:
+    """After instrument(), the registry holds exactly the documented families, each
+    with the documented type and label names."""
+    rows = doc_rows()
+    assert len(rows) == 15
+    registry = CollectorRegistry()
+    handle = evobs.instrument(boto3.Session(region_name="us-east-1"), registry=registry)
+    handle.uninstrument()
+    collectors = _ours(registry)
+    assert set(collectors) == set(rows)
+    for name, row in rows.items():
+        collector = collectors[name]
+        assert collector._type == row.kind, name
+        assert frozenset(collector._labelnames) == row.labels, name
+        registered = registry._collector_to_names[collector]
+        assert row.sample_names <= set(registered), (name, registered)
+
+
+def test_exposed_samples_match_the_table(moto_url: str) -> None:
+    """Samples exposed after real calls (ok, error, client and resource creation) have
+    documented names and exactly the documented labels (plus ``le`` on buckets)."""
+    rows = doc_rows()
+    by_sample = {s: row for row in rows.values() for s in row.sample_names}
+    registry = CollectorRegistry()
+    session = boto3.Session(region_name="us-east-1")
+    handle = evobs.instrument(session, registry=registry)
+    try:
+        client = session.client("s3", endpoint_url=moto_url, config=fast_config())
+        client.list_buckets()
+        with pytest.raises(client.exceptions.NoSuchBucket):
+            client.list_objects_v2(Bucket="evobs-docs-missing")
+        session.resource("s3", endpoint_url=moto_url)
+    finally:
+        handle.uninstrument()
+    seen = set()
+    for metric in text_string_to_metric_families(generate_latest(registry).decode()):
+        for sample in metric.samples:
+            if not sample.name.startswith(("aws_sdk_", "evobs_")) or sample.name.endswith(
+                "_created"
+            ):
+                continue
+            row = by_sample.get(sample.name)
+            assert row is not None, f"{sample.name} is exposed but not documented"
+            expected = row.labels | ({"le"} if sample.name.endswith("_bucket") else set())
+            assert set(sample.labels) == expected, sample
+            seen.add(row.family)
+    # What these calls must have produced, at least.
+    assert {
+        "aws_sdk_call_duration_seconds",
+        "aws_sdk_call_errors",
+        "aws_sdk_call_attempts",
+        "aws_sdk_clients_created",
+        "aws_sdk_resources_created",
+        "aws_sdk_calls_in_flight",
+    } <= seen
+
+
+def test_documented_cap_and_buckets_are_the_code_s() -> None:
+    """The cardinality cap and both bucket lists in the doc are the ones in the code."""
+    text = DOC.read_text()
+    assert f"**{ERROR_TYPE_CAP} distinct values per (service, operation)" in text
+
+    def listed(buckets: tuple[float, ...]) -> str:
+        return ", ".join(format(Decimal(repr(b)).normalize(), "f") for b in buckets)
+
+    assert listed(DEFAULT_DURATION_BUCKETS) in text
+    assert listed(LOCAL_BUCKETS) in text
+
+
+def test_promql_examples_are_valid(tmp_path: Path) -> None:
+    """Every PromQL example in the doc is accepted by a real Prometheus."""
+    require_prometheus()
+    examples = promql_examples()
+    assert len(examples) >= 8
+    with Prometheus([], tmp_path / "prom") as prom:
+        for expr in examples:
+            prom.query(expr)  # raises PrometheusError on a parse error
