@@ -263,7 +263,12 @@ class Handlers:
                 http, parsed = response
                 attempt.http_status = http.status_code
                 if isinstance(parsed, dict):
-                    _read_parsed(attempt, parsed)
+                    meta = _read_parsed(attempt, parsed)
+                    # S3's "200 + <Error>" is corrected to 500 in the parsed metadata;
+                    # the HTTP object follows only in a needs-retry handler after ours.
+                    status = meta.get("HTTPStatusCode") if meta is not None else None
+                    if isinstance(status, int):
+                        attempt.http_status = status
             else:
                 attempt.exception = caught_exception
             attempt.outcome = classify(
