@@ -149,6 +149,39 @@ def test_forward_is_verbatim() -> None:
         assert seen.body_size == 3
 
 
+def test_forward_head_keeps_content_length(proxy: FaultServer, session: boto3.Session) -> None:
+    """A forwarded HEAD keeps upstream's Content-Length (the object's size, not 0)."""
+    s3 = session.client("s3", endpoint_url=proxy.url)
+    s3.create_bucket(Bucket="fault-head")
+    s3.put_object(Bucket="fault-head", Key="k", Body=b"12345")
+    assert s3.head_object(Bucket="fault-head", Key="k")["ContentLength"] == 5
+    assert proxy.requests[-1].method == "HEAD"
+
+
+def test_chunked_request_body_is_read_and_forwarded() -> None:
+    """A chunked request body is read whole, counted, and forwarded with a length."""
+    with FaultServer() as upstream:
+        upstream.set_default(Fault.raw(200, b"ok"))
+        with FaultServer(upstream.url) as fs:
+            host, port = fs.address
+            conn = http.client.HTTPConnection(host, port, timeout=5)
+            try:
+                conn.request(
+                    "PUT",
+                    "/bucket/key",
+                    body=iter([b"abc", b"defgh"]),
+                    headers={"Transfer-Encoding": "chunked"},
+                    encode_chunked=True,
+                )
+                response = conn.getresponse()
+                assert (response.status, response.read()) == (200, b"ok")
+            finally:
+                conn.close()
+            assert fs.requests[0].body_size == 8
+        assert upstream.requests[0].body_size == 8
+        assert upstream.requests[0].header("Content-Length") == "8"
+
+
 def test_no_upstream_answers_bad_gateway(server: FaultServer) -> None:
     """Forwarding without an upstream answers 502 rather than hanging."""
     status, _, body = request(server)

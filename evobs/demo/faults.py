@@ -438,8 +438,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         owner = self.server.fault_server
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
+        body = self._read_body()
         split = urlsplit(self.path)
         headers = tuple((k, v) for k, v in self.headers.items())
         target = self.headers.get("X-Amz-Target")
@@ -470,6 +469,21 @@ class _Handler(BaseHTTPRequestHandler):
             self._stall(owner, fault.seconds)
         else:
             self._respond(owner, record, fault)
+
+    def _read_body(self) -> bytes:
+        """The request body, by Content-Length or chunked transfer encoding."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _handle
 
@@ -504,7 +518,10 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in reply:
             if key.lower() in ("x-amzn-requestid", "x-amz-request-id"):
                 record.request_id = value
-        self._send(status, reply, payload, response.reason)
+        length = None
+        if self.command == "HEAD":  # a HEAD answer's length is the resource's, not 0
+            length = response.getheader("Content-Length")
+        self._send(status, reply, payload, response.reason, length)
 
     def _respond(self, owner: FaultServer, record: RecordedRequest, fault: Fault) -> None:
         style = fault.style or record.style
@@ -520,12 +537,15 @@ class _Handler(BaseHTTPRequestHandler):
         headers: Iterable[tuple[str, str]],
         body: bytes,
         reason: str | None = None,
+        length: str | None = None,
     ) -> None:
         self.send_response_only(status, reason or _REASONS.get(status))
-        self.send_header("Date", self.date_time_string())
+        headers = list(headers)
+        if not any(key.lower() == "date" for key, _ in headers):
+            self.send_header("Date", self.date_time_string())
         for key, value in headers:
             self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", length or str(len(body)))
         self.end_headers()
         if self.command != "HEAD" and body:
             self.wfile.write(body)
