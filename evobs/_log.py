@@ -16,11 +16,36 @@ from prometheus_client import CollectorRegistry, Counter
 
 from ._registry import family
 
-__all__ = ["STDLIB_LOGGER", "HandlerErrors", "logger"]
+__all__ = ["STDLIB_LOGGER", "EventDict", "HandlerErrors", "logger"]
 
 STDLIB_LOGGER: Final = logging.getLogger("evobs")
 if not any(isinstance(h, logging.NullHandler) for h in STDLIB_LOGGER.handlers):
     STDLIB_LOGGER.addHandler(logging.NullHandler())
+
+
+class EventDict(dict[str, Any]):
+    """An event dict that reads well as a plain ``logging`` message.
+
+    ``ProcessorFormatter`` copies it to a plain dict (so structlog apps get the
+    fields); a stdlib-only app's formatter calls ``str()`` on it and gets
+    ``aws.call service=S3 operation=PutObject ...`` instead of a dict repr.
+    """
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        event = self.get("event", "")
+        pairs = " ".join(
+            f"{k}={v}"
+            for k, v in self.items()
+            if k not in ("event", "level", "timestamp", "exc_info") and v is not None
+        )
+        return f"{event} {pairs}" if pairs else str(event)
+
+
+def _readable(_: Any, __: str, event_dict: Any) -> EventDict:
+    return EventDict(event_dict)
+
 
 #: structlog bound to ``logging.getLogger("evobs")``. The last processor hands the
 #: event dict to stdlib, so apps with structlog's ProcessorFormatter get the dict
@@ -30,6 +55,7 @@ logger: Final = structlog.wrap_logger(
     processors=[
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _readable,
         structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
     ],
     wrapper_class=structlog.stdlib.BoundLogger,

@@ -1,14 +1,203 @@
-"""The logs signal (placeholder until the logs issue lands)."""
+"""The logs signal: structured, trace-correlated events through the ``evobs`` logger.
+
+Events (see ``docs/logs.md``): ``aws.call`` for every call, ``aws.retry`` per
+retry (rate-limited per operation, so a retry storm cannot flood the logs),
+``aws.call.slow`` over ``slow_call_seconds``, ``aws.client.created``.
+
+This runs on every AWS call. Each event is built only if the stdlib logger
+``evobs`` would emit it at that level (``isEnabledFor``, a cached lookup), so an
+application that does not log evobs's events pays one method call per call.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import threading
+from typing import TYPE_CHECKING, Any, Final
 
-__all__ = ["LogsSignal"]
+from prometheus_client import CollectorRegistry, Counter
+
+from .._log import STDLIB_LOGGER, logger
+from .._redact import error_message, render_params
+from .._registry import family
+
+if TYPE_CHECKING:
+    from .._call import Attempt, Call
+    from .._operation import Operation
+    from .._options import Options
+    from . import ClientCreated
+
+__all__ = ["LEVELS", "LogsSignal", "RetryLimiter"]
+
+DEBUG: Final = logging.DEBUG
+INFO: Final = logging.INFO
+WARNING: Final = logging.WARNING
+ERROR: Final = logging.ERROR
+
+#: ``aws.call`` level per outcome (expected errors: INFO).
+LEVELS: Final = {
+    "ok": DEBUG,
+    "client_error": WARNING,
+    "throttled": WARNING,
+    "server_error": ERROR,
+    "connection_error": ERROR,
+    "error": ERROR,
+}
+
+_NS_PER_MS: Final = 1_000_000
+_MAX_BUCKETS: Final = 4096
+
+
+def _ms(ns: int) -> float:
+    return round(ns / _NS_PER_MS, 3)
+
+
+class _Bucket:
+    __slots__ = ("stamp", "suppressed", "tokens")
+
+    def __init__(self, tokens: float, stamp: int) -> None:
+        self.tokens = tokens
+        self.stamp = stamp
+        self.suppressed = 0
+
+
+class RetryLimiter:
+    """A token bucket per operation: at most ``rate`` events per second (burst ``rate``).
+
+    ``allow`` returns -1 for an event to drop, else how many were dropped since the
+    last one let through (so the next event can say so)."""
+
+    __slots__ = ("_buckets", "_burst", "_lock", "_per_ns")
+
+    def __init__(self, rate: float) -> None:
+        self._per_ns = rate / 1e9
+        self._burst = max(1.0, rate)
+        self._buckets: dict[Any, _Bucket] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: Any, now_ns: int) -> int:
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                if len(self._buckets) >= _MAX_BUCKETS:
+                    self._buckets.clear()
+                bucket = self._buckets[key] = _Bucket(self._burst, now_ns)
+            else:
+                elapsed = now_ns - bucket.stamp
+                if elapsed > 0:
+                    bucket.tokens = min(self._burst, bucket.tokens + elapsed * self._per_ns)
+                    bucket.stamp = now_ns
+            if bucket.tokens < 1.0:
+                bucket.suppressed += 1
+                return -1
+            bucket.tokens -= 1.0
+            dropped, bucket.suppressed = bucket.suppressed, 0
+            return dropped
 
 
 class LogsSignal:
+    """Renders call records as structlog events on the stdlib logger ``evobs``."""
+
+    __slots__ = ("_enabled", "_limiter", "_log", "_options", "_slow_ns", "_static", "_suppressed")
+
     name = "logs"
 
-    def __init__(self, options: Any, registry: Any) -> None:
+    def __init__(self, options: Options, registry: CollectorRegistry) -> None:
         self._options = options
+        self._enabled = STDLIB_LOGGER.isEnabledFor
+        # A concrete BoundLogger (evobs's own processor chain; nothing global).
+        self._log = logger.bind()
+        slow = options.slow_call_seconds
+        self._slow_ns = None if slow is None else int(slow * 1e9)
+        self._limiter = RetryLimiter(options.retry_log_rate)
+        counter = family(
+            registry,
+            Counter,
+            "evobs_log_events_suppressed",
+            "Log events evobs dropped by rate limiting (aws.retry during retry storms)",
+            ("event",),
+        )
+        self._suppressed = counter.labels(event="aws.retry")
+        self._static: dict[Operation, dict[str, Any]] = {}
+
+    # -- helpers --------------------------------------------------------------------
+
+    def _base(self, call: Call) -> dict[str, Any]:
+        """service/operation (cached per operation), region, and the trace ids."""
+        static = self._static.get(call.op)
+        if static is None:
+            static = self._static[call.op] = {
+                "service": call.op.service,
+                "operation": call.op.name,
+            }
+        fields = static.copy()
+        fields["region"] = call.region
+        span = call.span
+        if span is not None:
+            ctx = span.get_span_context()
+            if ctx.is_valid:
+                fields["trace_id"] = format(ctx.trace_id, "032x")
+                fields["span_id"] = format(ctx.span_id, "016x")
+        return fields
+
+    # -- transitions ------------------------------------------------------------------
+
+    def attempt_started(self, call: Call, attempt: Attempt) -> None:
+        number = attempt.number
+        if number == 1 or not self._enabled(WARNING):
+            return
+        dropped = self._limiter.allow(call.op, attempt.start_ns)
+        if dropped < 0:
+            self._suppressed.inc()
+            return
+        previous = call.attempts[number - 2]
+        fields = self._base(call)
+        fields["attempt"] = number
+        fields["reason"] = previous.outcome or "error"
+        fields["error_type"] = previous.error_type
+        fields["http_status"] = previous.http_status
+        fields["delay_ms"] = _ms(attempt.start_ns - (previous.end_ns or attempt.start_ns))
+        if previous.request_id:
+            fields["request_id"] = previous.request_id
+        if dropped:
+            fields["suppressed"] = dropped
+        self._log.warning("aws.retry", **fields)
+
+    def call_ended(self, call: Call) -> None:
+        outcome = call.outcome or "error"
+        level = DEBUG if outcome == "ok" else INFO if call.expected else LEVELS.get(outcome, ERROR)
+        slow_ns = self._slow_ns
+        slow = slow_ns is not None and call.duration_ns > slow_ns and self._enabled(WARNING)
+        if not slow and not self._enabled(level):
+            return
+        fields = self._base(call)
+        fields["outcome"] = outcome
+        fields["http_status"] = call.http_status
+        if outcome != "ok":
+            fields["error_type"] = call.error_type or outcome
+            fields["error_message"] = error_message(call)
+        fields["request_id"] = call.request_id
+        fields["invocation_id"] = call.invocation_id
+        fields["attempts"] = len(call.attempts)
+        fields["duration_ms"] = _ms(call.duration_ns)
+        if self._options.capture_params and call.params is not None:
+            fields["params"] = render_params(
+                call.op.model, call.params, capture_s3_keys=self._options.capture_s3_keys
+            )
+        if self._enabled(level):
+            self._log.log(level, "aws.call", **fields)
+        if slow:
+            fields.pop("params", None)
+            fields["slow_call_ms"] = _ms(slow_ns or 0)
+            fields["retry_backoff_ms"] = _ms(call.backoff_ns)
+            self._log.warning("aws.call.slow", **fields)
+
+    def client_created(self, event: ClientCreated) -> None:
+        if not self._enabled(DEBUG):
+            return
+        self._log.debug(
+            "aws.client.created",
+            service=event.service,
+            region=event.region,
+            duration_ms=_ms(event.duration_ns),
+        )

@@ -9,6 +9,7 @@ attempt: the happy path pays for one span.
 
 from __future__ import annotations
 
+import traceback
 from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import context as otel_context
@@ -16,6 +17,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._call import WALL_OFFSET_NS
+from .._redact import error_message, redact_text, render_params
 from .._version import __version__
 
 if TYPE_CHECKING:
@@ -27,6 +29,7 @@ __all__ = ["TracesSignal"]
 
 _NS_PER_MS: Final = 1_000_000
 _MAX_DESCRIPTION: Final = 1024
+_MAX_STACKTRACE: Final = 16384
 
 
 class TracesSignal:
@@ -127,7 +130,10 @@ class TracesSignal:
             attributes["aws.sdk.outcome"] = outcome
             description = _description(call)
             if call.exception is not None:
-                span.record_exception(call.exception, attributes={"exception.message": description})
+                span.record_exception(
+                    call.exception,
+                    attributes=_exception_attributes(call, call.exception, description),
+                )
             else:
                 span.add_event(
                     "exception",
@@ -136,6 +142,10 @@ class TracesSignal:
                 )
             if not call.expected:
                 span.set_status(Status(StatusCode.ERROR, description))
+        if self._options.capture_params and call.params is not None:
+            attributes["aws.request.params"] = render_params(
+                call.op.model, call.params, capture_s3_keys=self._options.capture_s3_keys
+            )
         span.set_attributes(attributes)
         if len(attempts) > 1:
             self._attempt_spans(span, call)
@@ -166,10 +176,18 @@ class TracesSignal:
                 start_time=attempt.start_ns + WALL_OFFSET_NS,
             )
             if attempt.exception is not None:
-                child.record_exception(attempt.exception)
+                child.record_exception(
+                    attempt.exception,
+                    attributes=_exception_attributes(
+                        call, attempt.exception, redact_text(attempt.exception, call)
+                    ),
+                )
             if attempt.outcome not in (None, "ok"):
                 child.set_status(
-                    Status(StatusCode.ERROR, f"{error_type}: {attempt.error_message or ''}")
+                    Status(
+                        StatusCode.ERROR,
+                        f"{error_type}: {redact_text(attempt.error_message or '', call)}",
+                    )
                 )
             child.end(end_time=(attempt.end_ns or end_default) + WALL_OFFSET_NS)
 
@@ -180,9 +198,21 @@ def _span_kind(op: Operation) -> SpanKind:
 
 
 def _description(call: Call) -> str:
+    """``Code: message``, the message redacted (credentials, the call's sensitive values)."""
     code = call.error_type or call.outcome or "error"
-    message = call.error_message
-    if message is None and call.exception is not None:
-        message = str(call.exception)
+    message = error_message(call)
     text = f"{code}: {message}" if message else code
     return text[:_MAX_DESCRIPTION]
+
+
+def _exception_attributes(call: Call, exc: BaseException, message: str) -> dict[str, str]:
+    """The exception event's message and stack trace, redacted: a traceback carries the
+    exception's message and the user's source lines, either may hold a secret."""
+    try:
+        stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:
+        stack = type(exc).__name__
+    return {
+        "exception.message": message,
+        "exception.stacktrace": redact_text(stack, call, _MAX_STACKTRACE),
+    }
