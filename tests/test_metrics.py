@@ -225,6 +225,38 @@ def test_client_error_counts_error_type_and_expected_errors_truthfully(
     assert value(registry, "aws_sdk_call_attempts_total", **get) == 1  # 4xx is not retried
 
 
+def test_in_flight_restored_when_the_call_is_interrupted(
+    session: boto3.Session, moto_url: str, registry: CollectorRegistry
+) -> None:
+    """A KeyboardInterrupt raised mid-call (no after-call event) still ends the call in
+    the metrics: in-flight back to 0, one call with outcome ``error``."""
+    handle = evobs.instrument(session, registry=registry, signals=("metrics",))
+    try:
+        client = s3(session, moto_url)
+
+        def interrupt(**_: Any) -> None:
+            raise KeyboardInterrupt
+
+        client.meta.events.register("before-send.s3.ListBuckets", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            client.list_buckets()
+    finally:
+        handle.uninstrument()
+    assert value(registry, "aws_sdk_calls_in_flight", service="S3") == 0
+    op = {"service": "S3", "operation": "ListBuckets"}
+    assert (
+        value(
+            registry,
+            "aws_sdk_call_duration_seconds_count",
+            **op,
+            region="us-east-1",
+            outcome="error",
+        )
+        == 1
+    )
+    assert value(registry, "aws_sdk_call_errors_total", **op, error_type="KeyboardInterrupt") == 1
+
+
 @pytest.mark.usefixtures("no_jitter")
 def test_retries_by_reason_backoff_and_attempts(
     instrumented: evobs.Instrumentation, session: boto3.Session, faults: FaultServer
