@@ -8,6 +8,7 @@ zeroed (DESIGN 6) so retries cost no sleep; the retry decisions stay botocore's.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,6 +22,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from botocore.parsers import ResponseParserError
+from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
 
@@ -275,6 +277,46 @@ def test_mixed_failures_then_success(
     assert_clean(recorder)
 
 
+def test_concurrent_retries_are_counted_per_call(
+    instrumented: evobs.Instrumentation,
+    session: boto3.Session,
+    recorder: SpanRecorder,
+    faults: FaultServer,
+) -> None:
+    """Threads sharing one client, throttles landing on whichever request comes: the
+    attempts of all spans add up to the requests seen, each call's children match its
+    own attempt count and request ids, and every thread's context is left clean."""
+    c, name, call = _prepare("dynamodb-json", session, faults, config(attempts=5))
+    faults.script([Fault.throttle()] * 6)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(3):
+                call(c)
+            assert not trace.get_current_span().get_span_context().is_valid
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    spans = recorder.named(name)
+    assert len(spans) == 12
+    assert sum(attrs(s)["aws.sdk.attempts"] for s in spans) == faults.count() == 18
+    ids = {r.request_id for r in faults.requests}
+    for span in spans:
+        children = attempt_spans(recorder, span)
+        n = attrs(span)["aws.sdk.attempts"]
+        assert len(children) == (n if n > 1 else 0)
+        assert {attrs(s)["aws.request_id"] for s in children} <= ids
+        assert span.status.status_code is StatusCode.UNSET
+    assert_clean(recorder)
+
+
 def test_attempt_without_request_id(
     instrumented: evobs.Instrumentation,
     session: boto3.Session,
@@ -498,6 +540,39 @@ def test_head_object_404(
     assert a["http.response.status_code"] == 404
     assert a["error.type"] == "404"
     assert span.status.status_code is StatusCode.ERROR
+    assert_clean(recorder)
+
+
+def test_sqs_query_compatible_error_code(
+    instrumented: evobs.Instrumentation,
+    session: boto3.Session,
+    recorder: SpanRecorder,
+    faults: FaultServer,
+) -> None:
+    """SQS (JSON, query-compatible): error.type is the modeled name botocore exposes as
+    QueryErrorCode, from moto's real answer and from a scripted one alike."""
+    c, _, _ = _prepare("sqs-json", session, faults)
+    faults.script(
+        [
+            Fault.forward(),
+            Fault.error(400, "com.amazonaws.sqs#QueueDoesNotExist", "gone").with_headers(
+                ("x-amzn-query-error", "AWS.SimpleQueueService.NonExistentQueue;Sender")
+            ),
+        ]
+    )
+    for _ in range(2):
+        with pytest.raises(ClientError) as raised:
+            c.get_queue_url(QueueName="faults-missing-queue")
+        assert raised.value.response["Error"]["QueryErrorCode"] == "QueueDoesNotExist"
+    real, scripted = recorder.named("SQS.GetQueueUrl")
+    for span, seen in zip((real, scripted), faults.requests, strict=True):
+        a = attrs(span)
+        assert a["error.type"] == "QueueDoesNotExist"
+        assert a["http.response.status_code"] == 400 == seen.status
+        assert a["aws.request_id"] == seen.request_id
+        assert a["aws.sdk.attempts"] == 1
+        assert span.status.status_code is StatusCode.ERROR
+    assert [r.fault for r in faults.requests] == ["forward", "error"]
     assert_clean(recorder)
 
 
