@@ -69,7 +69,7 @@ def promql_examples() -> list[str]:
 def _ours(registry: CollectorRegistry) -> dict[str, Any]:
     """evobs's collectors in ``registry`` by family name."""
     return {
-        c._name: c
+        c._name: c  # type: ignore[attr-defined]
         for c in list(registry._collector_to_names)
         if getattr(c, "_name", "").startswith(("aws_sdk_", "evobs_"))
     }
@@ -110,7 +110,8 @@ def test_exposed_samples_match_the_table(moto_url: str) -> None:
     finally:
         handle.uninstrument()
     seen = set()
-    for metric in text_string_to_metric_families(generate_latest(registry).decode()):
+    exposition = generate_latest(registry).decode()  # type: ignore[no-untyped-call]
+    for metric in text_string_to_metric_families(exposition):  # type: ignore[no-untyped-call]
         for sample in metric.samples:
             if not sample.name.startswith(("aws_sdk_", "evobs_")) or sample.name.endswith(
                 "_created"

@@ -104,7 +104,7 @@ def test_forked_workers_are_merged(moto_url: str, tmp_path: Path) -> None:
 
     samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
     exemplars = []
-    for metric in text_string_to_metric_families(result["exposition"]):
+    for metric in text_string_to_metric_families(result["exposition"]):  # type: ignore[no-untyped-call]
         for s in metric.samples:
             samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
             if s.exemplar is not None:
