@@ -729,6 +729,43 @@ def test_hostile_error_bodies(
     assert_clean(recorder)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="ResponseParserError's message embeds the raw response body (here STS "
+    "credentials); traces record it in the status, exception.message and stacktrace",
+)
+def test_parser_error_does_not_record_the_response_body(
+    instrumented: evobs.Instrumentation,
+    session: boto3.Session,
+    recorder: SpanRecorder,
+    faults: FaultServer,
+) -> None:
+    """A 200 whose XML botocore cannot parse raises an error that quotes the body; the
+    span must not carry the body (it can hold credentials: AssumeRole's, here)."""
+    body = (
+        b'<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+        b"<AssumeRoleResult><Credentials><AccessKeyId>ASIAEVOBSFAKEKEYID01</AccessKeyId>"
+        b"<SecretAccessKey>evobsSecretAccessKeyLeakCanary0123456789</SecretAccessKey>"
+        b"<SessionToken>evobsSessionTokenLeakCanary</SessionToken></Credentials><AssumeRole"
+    )
+    c = client(session, "sts", faults.url, config(attempts=1))
+    faults.set_default(Fault.raw(200, body, [("Content-Type", "text/xml")]))
+    with pytest.raises(ResponseParserError):
+        c.assume_role(RoleArn="arn:aws:iam::123456789012:role/r", RoleSessionName="leak-test")
+    span = recorder.one("STS.AssumeRole")
+    recorded = repr(
+        (
+            span.status.description,
+            dict(span.attributes or {}),
+            [(e.name, dict(e.attributes or {})) for e in span.events],
+        )
+    )
+    assert attrs(span)["error.type"] == "ResponseParserError"
+    for canary in ("ASIAEVOBSFAKEKEYID01", "LeakCanary"):
+        assert canary not in recorded
+    assert_clean(recorder)
+
+
 def test_uninstrumented_fault_calls_record_nothing(
     session: boto3.Session, recorder: SpanRecorder, faults: FaultServer
 ) -> None:
