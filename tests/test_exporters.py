@@ -180,9 +180,27 @@ def test_readme_gives_three_commands() -> None:
     """exporters/README.md starts the stack, runs the demo against it, and names the UIs."""
     readme = (EXPORTERS / "README.md").read_text()
     assert "docker compose -f exporters/compose.yaml up" in readme
-    assert 'make demo ARGS="--serve --otlp-endpoint http://localhost:4318"' in readme
+    assert (
+        'make demo ARGS="--serve --otlp-endpoint http://localhost:4318 --metrics-addr 0.0.0.0"'
+        in readme
+    )
     for url in ("http://localhost:16686", "http://localhost:9090", "http://localhost:3000"):
         assert url in readme
+
+
+def test_readme_demo_command_is_valid() -> None:
+    """The demo arguments the README gives parse with the real CLI, and serve /metrics
+    on the port Prometheus scrapes, on an address the Prometheus container can reach."""
+    from evobs.cli import _parser
+
+    readme = (EXPORTERS / "README.md").read_text()
+    (args,) = re.findall(r'make demo ARGS="([^"]+)"\n', readme)
+    parsed = _parser().parse_args(["demo", *args.split()])
+    assert parsed.serve is True
+    assert parsed.otlp_endpoint == "http://localhost:4318"
+    assert parsed.metrics_addr == "0.0.0.0"
+    target = load(EXPORTERS / "prometheus.yml")["scrape_configs"][0]["static_configs"][0]
+    assert target["targets"] == [f"host.docker.internal:{parsed.metrics_port}"]
 
 
 # -- Prometheus ---------------------------------------------------------------------------
