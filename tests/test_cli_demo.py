@@ -1,0 +1,98 @@
+"""The ``evobs`` command: ``--version`` and ``evobs demo`` run as a user runs them, in a
+subprocess, against the embedded moto server and the fault proxy."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import evobs
+
+from .otlp_receiver import OTLPReceiver, otlp_receiver
+
+_EVOBS = Path(sys.executable).with_name("evobs")
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    command = [str(_EVOBS)] if _EVOBS.exists() else [sys.executable, "-m", "evobs.cli"]
+    merged = {**os.environ, "COLUMNS": "140", **(env or {})}
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        if env is None or name not in env:
+            merged.pop(name, None)
+    return subprocess.run(
+        [*command, *args], capture_output=True, text=True, timeout=120, env=merged, check=False
+    )
+
+
+@pytest.fixture
+def receiver() -> Iterator[OTLPReceiver]:
+    with otlp_receiver() as server:
+        yield server
+
+
+def test_version() -> None:
+    """``evobs --version`` prints the package version and exits 0."""
+    done = _run("--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"evobs {evobs.__version__}"
+
+
+def test_demo_runs_and_prints_the_summary() -> None:
+    """A short demo exits 0 by itself and prints every summary section, with calls for the
+    three services, the injected errors, and the /metrics it served while running."""
+    done = _run("demo", "--duration", "3", "--metrics-port", "0")
+    out = done.stdout
+    assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
+    for section in (
+        "evobs demo summary",
+        "Calls by service and operation",
+        "Errors by type",
+        "Slowest retried call",
+        "Telemetry",
+    ):
+        assert section in out, section
+    for operation in ("PutObject", "GetObject", "UploadPart", "PutItem", "Query", "SendMessage"):
+        assert operation in out, operation
+    assert "ConditionalCheckFailedException" in out
+    assert "(expected)" in out
+    assert "NoSuchKey" in out
+    calls = re.search(r"evobs demo summary: ([\d,]+) AWS calls", out)
+    assert calls and int(calls.group(1).replace(",", "")) > 50
+    metrics = re.search(
+        r"http://127\.0\.0\.1:(\d+)/metrics: ([\d,]+) aws_sdk_\* samples in (\d+)", out
+    )
+    assert metrics, out[-2000:]
+    assert int(metrics.group(1)) != 9464 and int(metrics.group(3)) >= 5
+    assert "kept in memory" in out
+    assert "unexpected" not in out
+
+
+def test_demo_exports_to_otlp_endpoint(receiver: OTLPReceiver) -> None:
+    """With --otlp-endpoint, the demo's spans arrive at the collector, named evobs-demo."""
+    done = _run(
+        "demo", "--duration", "1", "--metrics-port", "0", "--otlp-endpoint", receiver.base_url
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    spans = receiver.received()
+    assert spans, "no span reached the receiver"
+    assert {s.resource["service.name"] for s in spans} == {"evobs-demo"}
+    assert {"S3", "DynamoDB", "SQS"} <= {s.attributes.get("rpc.service") for s in spans}
+    assert f"exported over OTLP/HTTP to {receiver.url}; dropped: 0" in done.stdout
+
+
+def test_demo_metrics_port_in_use() -> None:
+    """A taken metrics port is a clear error (exit 2) that says how to pick another."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _run("demo", "--duration", "1", "--metrics-port", str(port))
+    assert done.returncode == 2
+    assert "already in use" in done.stdout and "--metrics-port 0" in done.stdout
