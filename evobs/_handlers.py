@@ -178,8 +178,19 @@ class Handlers:
                 return
             call = self._new_call(model, context, perf_counter_ns())
             call.params = params if isinstance(params, dict) else None
-            if call.op.early_span:
+            op = call.op
+            if op.early_span:
                 self._start(call)
+            # Messaging propagation (a documented feature): edits botocore's kwargs dict,
+            # replacing nested values with copies, never the user's objects.
+            extractor = op.extractor
+            if (
+                extractor is not None
+                and extractor.edit is not None
+                and call.params is not None
+                and self.options.propagate_messages
+            ):
+                extractor.edit(call, call.params, context)
         except Exception as exc:
             self.errors.record("provide-client-params", exc)
 
@@ -309,7 +320,18 @@ class Handlers:
                 if meta is not None:
                     call.extended_request_id = meta.get("HostId")
             _read_invocation(call, context)
-            self._end(call, now)
+            extractor = call.op.extractor
+            if extractor is None:
+                self._end(call, now)
+                return
+            if isinstance(parsed, dict):
+                call.response = parsed
+            try:
+                self._end(call, now)
+            finally:
+                call.response = None
+                if extractor.finish is not None and isinstance(parsed, dict):
+                    extractor.finish(parsed, context)  # before any user handler sees it
         except Exception as exc:
             self.errors.record("after-call", exc)
 
@@ -355,13 +377,16 @@ class Handlers:
         except Exception as exc:
             self.errors.record("creating-client-class", exc)
 
-    def resource_created(self, event_name: str = "", **_: Any) -> None:
+    def resource_created(self, event_name: str = "", service_context: Any = None, **_: Any) -> None:
         try:
             if not self.enabled or not self.fanout.resource_created:
                 return
             # creating-resource-class.<boto3 service name>.<Resource>
             rest = event_name.partition(".")[2]
             service, _sep, resource = rest.partition(".")
+            model = getattr(service_context, "service_model", None)
+            if model is not None:
+                service = str(model.service_id)  # the same spelling as everywhere else
             event = ResourceCreated(service, resource or "ServiceResource")
             self._deliver("resource_created", self.fanout.resource_created, event)
         except Exception as exc:

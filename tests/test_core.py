@@ -571,8 +571,8 @@ def test_user_signals_receive_transitions_and_broken_ones_are_isolated(
         ("attempt_ended", "ok"),
         ("call_ended", "ok"),
     ]
-    assert ("resource_created", "s3.ServiceResource") in good.events
-    assert ("resource_created", "s3.Bucket") in good.events
+    assert ("resource_created", "S3.ServiceResource") in good.events
+    assert ("resource_created", "S3.Bucket") in good.events
     assert recorder.one("S3.ListBuckets").status.status_code is StatusCode.UNSET
     for event in ("call_started", "call_ended"):
         assert registry.get_sample_value("evobs_handler_errors_total", {"event": event}) == 1.0

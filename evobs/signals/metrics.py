@@ -81,21 +81,6 @@ LOCAL_BUCKETS: Final = (
 
 _NS: Final = 1e-9
 
-# boto3 resource service names (``creating-resource-class.<name>.<Resource>``) to
-# botocore service ids, so ``service`` means the same everywhere. boto3's set of
-# resource services is frozen; anything else keeps its name.
-_RESOURCE_SERVICES: Final = {
-    "cloudformation": "CloudFormation",
-    "cloudwatch": "CloudWatch",
-    "dynamodb": "DynamoDB",
-    "ec2": "EC2",
-    "glacier": "Glacier",
-    "iam": "IAM",
-    "s3": "S3",
-    "sns": "SNS",
-    "sqs": "SQS",
-}
-
 
 def _multiprocess() -> bool:
     """Whether prometheus_client runs in multiprocess mode (chosen at its import)."""
@@ -462,8 +447,9 @@ class MetricsSignal:
         key = (event.service, event.resource)
         child = self._resources.get(key)
         if child is None:
-            service = _RESOURCE_SERVICES.get(event.service, event.service)
-            child = self._resources[key] = self._families.resources.labels(service, event.resource)
+            child = self._resources[key] = self._families.resources.labels(
+                event.service, event.resource
+            )
         child.inc()
 
 
