@@ -219,6 +219,30 @@ def test_throttle_then_success(
     assert_clean(recorder)
 
 
+def test_backoff_is_the_sleep_botocore_took(
+    instrumented: evobs.Instrumentation,
+    session: boto3.Session,
+    recorder: SpanRecorder,
+    faults: FaultServer,
+) -> None:
+    """With jitter zeroed, the only sleep is the one the server asks for with
+    ``x-amz-retry-after`` (ms): the recorded backoff covers at least that sleep,
+    on the span total, the retry event and the gap between attempt spans."""
+    c, name, call = _prepare("dynamodb-json", session, faults)
+    faults.script([Fault.status(503).with_headers(("x-amz-retry-after", "60"))])
+    call(c)
+    span = recorder.one(name)
+    (event,) = retry_events(span)
+    assert event["aws.sdk.retry_backoff_ms"] >= 60
+    assert attrs(span)["aws.sdk.retry_backoff_ms"] == pytest.approx(
+        event["aws.sdk.retry_backoff_ms"]
+    )
+    first, second = attempt_spans(recorder, span)
+    assert first.end_time is not None and second.start_time is not None
+    assert (second.start_time - first.end_time) / 1e6 >= 60
+    assert_clean(recorder)
+
+
 def test_429_empty_body_then_success(
     instrumented: evobs.Instrumentation,
     session: boto3.Session,
