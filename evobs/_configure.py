@@ -508,6 +508,7 @@ def configure(
             f"evobs.configure: span_queue_size must be a positive int, got {span_queue_size!r}"
         )
 
+    served = registry  # None lets start_metrics_server merge processes in multiprocess mode
     registry = REGISTRY if registry is None else registry
     telemetry = Telemetry(registry)
     try:
@@ -526,7 +527,7 @@ def configure(
             from .signals.metrics import start_metrics_server
 
             telemetry.metrics_server = start_metrics_server(
-                port=metrics_port, addr=metrics_addr, registry=registry
+                port=metrics_port, addr=metrics_addr, registry=served
             )
         if logs is not None:
             _configure_logs(telemetry, logs, log_level, log_stream)

@@ -112,7 +112,11 @@ def _demo(args: argparse.Namespace) -> int:
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 120))
-    return _DemoRun(args, console).run()
+    try:
+        return _DemoRun(args, console).run()
+    except KeyboardInterrupt:
+        console.print("[yellow]Interrupted.[/]")
+        return 130
 
 
 class _DemoRun:
