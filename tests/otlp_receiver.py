@@ -3,8 +3,9 @@
 It decodes each ``POST /v1/traces`` body as an ``ExportTraceServiceRequest`` with
 ``opentelemetry-proto`` and keeps the spans, each with its resource attributes,
 so tests check what actually crossed the wire. Modes for the reliability tests:
-``"accept"`` (200), ``"refuse"`` (closed port: nothing listens), ``"hang"``
-(reads the request, never answers until stopped).
+``"accept"`` (200; ``hold()``/``release()`` make it slow for a while), ``"refuse"``
+(closed port: nothing listens), ``"hang"`` (reads the request, never answers until
+stopped).
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ class _Handler(BaseHTTPRequestHandler):
             receiver._hold.wait(60)
             self.close_connection = True
             return
+        receiver._gate.wait(60)
         if self.path != "/v1/traces":
             self._reply(404, b"")
             return
@@ -122,6 +124,8 @@ class OTLPReceiver:
         self._requests_seen = 0
         self._lock = threading.Lock()
         self._hold = threading.Event()
+        self._gate = threading.Event()
+        self._gate.set()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._port = 0
@@ -140,8 +144,16 @@ class OTLPReceiver:
         self._thread.start()
         return self
 
+    def hold(self) -> None:
+        """Answer nothing until ``release()``: a slow collector (requests wait, then succeed)."""
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
     def stop(self) -> None:
         self._hold.set()
+        self._gate.set()
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()
