@@ -49,7 +49,7 @@ __all__ = [
 #: default (2048) lost 13-29% of spans in a tight loop of boto3 calls (botocore's
 #: per-call uuid4 releases the GIL and starves the export thread); 16384 absorbs a
 #: burst of thousands of calls with the exporter making no progress at all.
-#: Worst case memory, an exporter that is down: about 16384 finished spans (~2 KB each).
+#: Worst case memory, an exporter that is down: 16384 finished spans, ~3.4 KB each (~55 MB).
 DEFAULT_SPAN_QUEUE_SIZE: Final = 16384
 #: Spans per OTLP request: small enough for any collector's request limit.
 DEFAULT_EXPORT_BATCH_SIZE: Final = 512
