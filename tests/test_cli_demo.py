@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,3 +100,52 @@ def test_demo_metrics_port_in_use() -> None:
         done = _run("demo", "--duration", "1", "--metrics-port", str(port))
     assert done.returncode == 2
     assert "already in use" in done.stdout and "--metrics-port 0" in done.stdout
+
+
+def test_demo_serve_keeps_metrics_up_until_ctrl_c() -> None:
+    """--serve: after the summary, /metrics stays up with the workload still going (the
+    call count grows between two scrapes); SIGINT (Ctrl-C) then ends it with status 0."""
+    command = [str(_EVOBS)] if _EVOBS.exists() else [sys.executable, "-m", "evobs.cli"]
+    env = {**os.environ, "COLUMNS": "140", "PYTHONUNBUFFERED": "1"}
+    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    proc = subprocess.Popen(
+        [*command, "demo", "--duration", "1", "--serve", "--metrics-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
+    reader.start()
+    try:
+        url = None
+        deadline = time.monotonic() + 60
+        while url is None and time.monotonic() < deadline and proc.poll() is None:
+            found = re.search(r"Serving (http://127\.0\.0\.1:\d+/metrics)", "".join(lines))
+            url = found.group(1) if found else None
+            time.sleep(0.05)
+        assert url, "".join(lines)[-3000:]
+
+        def calls() -> float:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode()
+            return sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("aws_sdk_call_duration_seconds_count{")
+            )
+
+        first = calls()
+        deadline = time.monotonic() + 30
+        while calls() <= first and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert calls() > first
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(timeout=5)
+    assert "Calls by service and operation" in "".join(lines)
