@@ -151,6 +151,7 @@ class Call:
         "params",
         "region",
         "request_id",
+        "response",
         "serialized_ns",
         "server_address",
         "server_port",
@@ -184,6 +185,9 @@ class Call:
         self.http_method: str | None = None
         #: The user's API params while the call is in flight (dropped at the end).
         self.params: dict[str, Any] | None = None
+        #: botocore's parsed response at after-call, only for operations with an
+        #: extractor (per-service attributes, message links); dropped at the end.
+        self.response: dict[str, Any] | None = None
         #: The traces signal's span and the token of its context attach.
         self.span: Any = None
         self.token: Any = None

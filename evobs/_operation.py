@@ -9,6 +9,8 @@ from __future__ import annotations
 import threading
 from typing import Any, Final
 
+from .services import configure_operation
+
 __all__ = ["Operation", "operation_for"]
 
 
@@ -17,6 +19,7 @@ class Operation:
 
     __slots__ = (
         "early_span",
+        "extractor",
         "model",
         "modeled_throttling",
         "name",
@@ -40,6 +43,9 @@ class Operation:
         self.early_span = False
         #: An ``opentelemetry.trace.SpanKind`` when not CLIENT (messaging).
         self.span_kind: Any = None
+        #: Per-service attributes and messaging hooks (``evobs.services``); None: no cost.
+        self.extractor: Any = None
+        configure_operation(self)
 
     def __repr__(self) -> str:
         return f"<Operation {self.span_name}>"

@@ -1,0 +1,158 @@
+"""Per-service span attributes and messaging hooks, one small module per AWS service.
+
+The table :data:`SERVICES` maps botocore's service id to the module that describes
+it; adding a service is adding one entry (and its module, which defines ``SPEC``).
+Modules are imported on first use, so a process that never calls Kinesis never
+imports the Kinesis extractor.
+
+Everything here is computed once per operation (:func:`configure_operation`, called
+when evobs first sees an operation) or, per call, only for sampled spans and only
+from what is already in hand: the user's params and botocore's parsed response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from importlib import import_module
+from typing import TYPE_CHECKING, Any, Final
+
+from opentelemetry.trace import SpanKind
+
+from . import _semconv
+
+if TYPE_CHECKING:
+    from .._call import Call
+    from .._operation import Operation
+    from .._options import Options
+
+__all__ = ["SERVICES", "Extractor", "ServiceSpec", "configure_operation", "rpc_attributes"]
+
+#: service id (``model.service_model.service_id``) -> module under ``evobs.services``.
+SERVICES: Final[Mapping[str, str]] = {
+    "S3": "s3",
+    "DynamoDB": "dynamodb",
+    "SQS": "sqs",
+    "SNS": "sns",
+    "Lambda": "lambda_",
+    "Kinesis": "kinesis",
+    "Secrets Manager": "secretsmanager",
+    "SFN": "stepfunctions",
+    "EventBridge": "eventbridge",
+}
+
+#: ``(operation name, params, options, attributes)``: add request attributes in place.
+RequestFn = Callable[[str, dict[str, Any], "Options", dict[str, Any]], None]
+#: ``(operation name, parsed response, attributes)``: add response attributes in place.
+ResponseFn = Callable[[str, dict[str, Any], dict[str, Any]], None]
+#: ``(call, params, context)``: edit the params (messaging propagation), at provide-client-params.
+EditFn = Callable[["Call", dict[str, Any], dict[str, Any]], None]
+#: ``(parsed, context)``: undo what the edit added, at after-call.
+FinishFn = Callable[[dict[str, Any], dict[str, Any]], None]
+#: ``(parsed) -> span contexts`` to link the call's span to (message consumers).
+LinksFn = Callable[[dict[str, Any]], list[Any]]
+
+
+class ServiceSpec:
+    """What one service module declares: its extractors and its messaging operations."""
+
+    __slots__ = (
+        "edits",
+        "finishes",
+        "injects",
+        "kinds",
+        "links",
+        "request",
+        "response",
+        "static",
+    )
+
+    def __init__(
+        self,
+        *,
+        static: Callable[[str], dict[str, Any]] | None = None,
+        request: RequestFn | None = None,
+        response: ResponseFn | None = None,
+        kinds: Mapping[str, SpanKind] | None = None,
+        injects: Mapping[str, EditFn] | None = None,
+        edits: Mapping[str, EditFn] | None = None,
+        finishes: Mapping[str, FinishFn] | None = None,
+        links: Mapping[str, LinksFn] | None = None,
+    ) -> None:
+        self.static = static
+        self.request = request
+        self.response = response
+        self.kinds = kinds or {}
+        #: Operations that carry their own span's context into the message (early span).
+        self.injects = injects or {}
+        self.edits = edits or {}
+        self.finishes = finishes or {}
+        self.links = links or {}
+
+
+class Extractor:
+    """One operation's hooks, bound once (``op.extractor``); ``None`` fields cost nothing."""
+
+    __slots__ = ("_request", "_response", "edit", "finish", "injects", "links", "name", "static")
+
+    def __init__(self, name: str, spec: ServiceSpec) -> None:
+        self.name = name
+        self.static: dict[str, Any] = spec.static(name) if spec.static is not None else {}
+        self._request = spec.request
+        self._response = spec.response
+        #: Edits params at provide-client-params (propagation); only with ``propagate_messages``.
+        self.edit = spec.injects.get(name) or spec.edits.get(name)
+        self.injects = name in spec.injects
+        #: Undoes the edit's visible effects at after-call (ReceiveMessage).
+        self.finish = spec.finishes.get(name)
+        self.links = spec.links.get(name)
+
+    def request(self, params: dict[str, Any], options: Options) -> dict[str, Any]:
+        """Request attributes, for a sampled span."""
+        attrs = self.static.copy()
+        if self._request is not None:
+            self._request(self.name, params, options, attrs)
+        return attrs
+
+    def response(self, parsed: dict[str, Any]) -> dict[str, Any]:
+        """Response attributes, for a sampled span."""
+        attrs: dict[str, Any] = {}
+        if self._response is not None:
+            self._response(self.name, parsed, attrs)
+        return attrs
+
+    def __repr__(self) -> str:
+        return f"<Extractor {self.name}>"
+
+
+_SPECS: dict[str, ServiceSpec | None] = {}
+
+
+def _spec(service: str) -> ServiceSpec | None:
+    if service in _SPECS:
+        return _SPECS[service]
+    module = SERVICES.get(service)
+    spec = None
+    if module is not None:
+        spec = getattr(import_module(f"{__name__}.{module}"), "SPEC", None)
+    _SPECS[service] = spec
+    return spec
+
+
+def configure_operation(op: Operation) -> None:
+    """Set ``op.extractor``, ``op.span_kind`` and ``op.early_span`` once per operation."""
+    spec = _spec(op.service)
+    if spec is None:
+        return
+    extractor = Extractor(op.name, spec)
+    op.extractor = extractor
+    kind = spec.kinds.get(op.name)
+    if kind is not None:
+        op.span_kind = kind
+    # Operations that inject their own span's context need it while params are editable.
+    op.early_span = extractor.injects
+
+
+def rpc_attributes(service: str, method: str) -> dict[str, Any]:
+    """The RPC attributes of an operation, in the generation ``OTEL_SEMCONV_STABILITY_OPT_IN``
+    asks for (computed once per operation by the traces signal)."""
+    return _semconv.rpc(service, method)
