@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._call import Attempt, Call
 from ._install import Instrumentation, instrument, uninstrument
+from ._propagation import extract_context
 from ._version import __version__
 from .signals import ClientCreated, ResourceCreated, Signal
 
@@ -26,6 +27,7 @@ __all__ = [
     "Telemetry",
     "__version__",
     "configure",
+    "extract_context",
     "instrument",
     "start_metrics_server",
     "uninstrument",

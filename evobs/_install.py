@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from botocore.client import BaseClient
 from botocore.session import Session as BotocoreSession
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from prometheus_client import REGISTRY, CollectorRegistry
 
@@ -74,10 +75,15 @@ class _TimedConstruction:
 class InstrumentedClient(_TimedConstruction):
     """Base class evobs adds to botocore clients: the call-level safety net."""
 
+    #: The OTel context an s3transfer carrier clone runs its calls in (``_transfer``).
+    _evobs_parent: Any = None
+
     def _make_api_call(self, operation_name: str, api_params: Any) -> Any:
         inst = self._evobs
         if inst is None or not inst.enabled:
             return super()._make_api_call(operation_name, api_params)  # type: ignore[misc]
+        parent = self._evobs_parent
+        parent_token = None if parent is None else otel_context.attach(parent)
         frame, token = enter_call_frame()
         error: BaseException | None = None
         try:
@@ -86,7 +92,11 @@ class InstrumentedClient(_TimedConstruction):
             error = exc
             raise
         finally:
-            exit_call_frame(inst._handlers, frame, token, error)
+            try:
+                exit_call_frame(inst._handlers, frame, token, error)
+            finally:
+                if parent_token is not None:
+                    otel_context.detach(parent_token)
 
 
 class AsyncInstrumentedClient(_TimedConstruction):
@@ -202,7 +212,15 @@ class Instrumentation:
         self._register_per_call(client.meta.events)
         original = type(client)
         base = AsyncInstrumentedClient if _is_async(original.__mro__) else InstrumentedClient
-        swapped = type(original.__name__, (base, original), {"_evobs": self, "_evobs_class_ns": 0})
+        attributes: dict[str, Any] = {"_evobs": self, "_evobs_class_ns": 0}
+        if base is InstrumentedClient and hasattr(original, "upload_file"):
+            from ._transfer import TRANSFER_METHODS, wrap_transfer_methods
+
+            attributes.update(
+                (n, getattr(original, n)) for n in TRANSFER_METHODS if hasattr(original, n)
+            )
+            wrap_transfer_methods(attributes)
+        swapped = type(original.__name__, (base, original), attributes)
         client.__class__ = swapped
         self._client_class = original
 
@@ -217,6 +235,12 @@ class Instrumentation:
                 base_classes.insert(0, base)
             class_attributes["_evobs"] = self
             class_attributes["_evobs_class_ns"] = perf_counter_ns()
+            if base is InstrumentedClient and "upload_file" in class_attributes:
+                # boto3 (on creating-client-class.s3, which runs before this generic
+                # handler) has injected its managed-transfer methods: give them a span.
+                from ._transfer import wrap_transfer_methods
+
+                wrap_transfer_methods(class_attributes)
         except Exception as exc:
             self._handlers.errors.record("creating-client-class", exc)
 

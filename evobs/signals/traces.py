@@ -19,6 +19,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from .._call import WALL_OFFSET_NS
 from .._redact import error_message, redact_text, render_params
 from .._version import __version__
+from ..services import rpc_attributes
 
 if TYPE_CHECKING:
     from .._call import Attempt, Call
@@ -49,7 +50,7 @@ class TracesSignal:
         static = self._attrs.get(op)
         if static is None:
             static = self._attrs[op] = (
-                {"rpc.system": "aws-api", "rpc.service": op.service, "rpc.method": op.name},
+                rpc_attributes(op.service, op.name),  # honours OTEL_SEMCONV_STABILITY_OPT_IN
                 _span_kind(op),
             )
         return static
@@ -72,6 +73,9 @@ class TracesSignal:
         )
         call.span = span
         call.token = otel_context.attach(trace.set_span_in_context(span))
+        extractor = call.op.extractor
+        if extractor is not None and call.params is not None and span.is_recording():
+            span.set_attributes(extractor.request(call.params, self._options))
 
     def attempt_started(self, call: Call, attempt: Attempt) -> None:
         if attempt.number == 1:
@@ -146,6 +150,19 @@ class TracesSignal:
             attributes["aws.request.params"] = render_params(
                 call.op.model, call.params, capture_s3_keys=self._options.capture_s3_keys
             )
+        if call.op.early_span and call.server_address is not None:
+            # Messaging sends open their span before the endpoint is known.
+            attributes["server.address"] = call.server_address
+            attributes["server.port"] = call.server_port
+            if call.http_method is not None:
+                attributes["http.request.method"] = call.http_method
+        extractor = call.op.extractor
+        if extractor is not None and call.response is not None:
+            attributes.update(extractor.response(call.response))
+            if extractor.links is not None:
+                # The producers' contexts are known only now: links added after start.
+                for link in extractor.links(call.response):
+                    span.add_link(link)
         span.set_attributes(attributes)
         if len(attempts) > 1:
             self._attempt_spans(span, call)
