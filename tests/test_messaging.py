@@ -345,3 +345,39 @@ def test_xray_header_round_trip():
         True,
     )
     assert propagation.parse_xray("Root=garbage;Parent=1") is None
+
+
+def test_receive_keeps_the_users_names_and_removes_only_what_evobs_added(
+    instrumented, session, moto_url, recorder
+):
+    """The user asks for one attribute: they get exactly it (evobs's additions are removed),
+    their list is unchanged, and the receive span still links to the producer."""
+    sqs = session.client("sqs", endpoint_url=moto_url)
+    url = _queue(sqs)
+    sqs.send_message(
+        QueueUrl=url,
+        MessageBody="x",
+        MessageAttributes={"tenant": {"DataType": "String", "StringValue": "acme"}},
+    )
+    names = ["tenant"]
+    system = ["SentTimestamp"]
+    message = sqs.receive_message(
+        QueueUrl=url, MessageAttributeNames=names, MessageSystemAttributeNames=system
+    )["Messages"][0]
+    assert names == ["tenant"] and system == ["SentTimestamp"]
+    assert set(message["MessageAttributes"]) == {"tenant"}
+    assert set(message["Attributes"]) == {"SentTimestamp"}
+    send = recorder.one("SQS.SendMessage")
+    receive = recorder.one("SQS.ReceiveMessage")
+    assert [link.context.span_id for link in receive.links] == [send.context.span_id]
+    assert _consume(message, recorder).parent.span_id == send.context.span_id
+
+
+def test_presigned_urls_are_left_alone(instrumented, session, moto_url):
+    """A presigned SendMessage URL carries no evobs attribute (presign requests are not calls)."""
+    sqs = session.client("sqs", endpoint_url=moto_url)
+    url = _queue(sqs)
+    presigned = sqs.generate_presigned_url(
+        "send_message", Params={"QueueUrl": url, "MessageBody": "x"}
+    )
+    assert "traceparent" not in presigned and "MessageAttribute" not in presigned

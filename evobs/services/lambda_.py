@@ -39,5 +39,8 @@ def _response(name: str, parsed: dict[str, Any], attrs: dict[str, Any]) -> None:
 SPEC = ServiceSpec(
     request=_request,
     response=_response,
-    injects={"Invoke": p.inject_client_context},
+    injects={
+        "Invoke": p.inject_client_context,
+        "InvokeWithResponseStream": p.inject_client_context,
+    },
 )
