@@ -196,9 +196,9 @@ class _DemoRun:
             try:
                 workload = Workload(session, faults.url, faults=faults)
                 header = (
-                    f"[bold]evobs demo[/]: moto at {moto_url}, fault proxy at {faults.url}, "
-                    f"metrics at {telemetry.metrics_url or 'off'}, traces to "
-                    f"{telemetry.otlp_endpoint or 'memory'}"
+                    f"[bold]evobs demo[/]  AWS: moto at {moto_url}, behind the fault proxy at "
+                    f"{faults.url}\n            metrics: {telemetry.metrics_url or 'off'}   "
+                    f"traces: {telemetry.otlp_endpoint or 'in memory'}"
                 )
                 started = time.monotonic()
                 interrupted = self._live(workload, collector, logs, header, args.duration)
@@ -208,6 +208,7 @@ class _DemoRun:
                     console,
                     collector,
                     wall_seconds=wall,
+                    exported=telemetry.otlp_endpoint is not None,
                     telemetry_rows=self._telemetry_rows(
                         telemetry, collector, logs, workload, moto_url
                     ),
@@ -234,7 +235,7 @@ class _DemoRun:
         from .demo.summary import live_view
 
         console = self.console
-        console.print(header.replace(", ", "\n  ", 1) if console.width < 100 else header)
+        console.print(header, highlight=False)
         with console.status("creating the bucket, table and queue..."):
             workload.setup()
         stop = threading.Event()

@@ -435,14 +435,14 @@ def _bar(start: int, length: int, total: int, char: str, style: str) -> Any:
     return text
 
 
-def _waterfall(call: CallRecord) -> Any:
+def _waterfall(call: CallRecord, exported: bool) -> Any:
     from rich.table import Table
 
     total = max(call.duration_ns, 1)
     table = Table(
         title=f"Slowest retried call: {call.name}, {call.attempts} attempts, "
         f"{format_ms(call.duration_ns)}",
-        caption=f"trace {call.trace_id}  (find it in Jaeger by this id)",
+        caption=f"trace {call.trace_id}" + ("  (search for this id in Jaeger)" if exported else ""),
         caption_justify="left",
         title_justify="left",
         title_style="bold",
@@ -501,6 +501,7 @@ def render_summary(
     *,
     wall_seconds: float,
     telemetry_rows: Sequence[tuple[str, str]],
+    exported: bool = False,
 ) -> None:
     """Print the end-of-run summary: operations, errors, the slowest retried call, telemetry."""
     from rich.rule import Rule
@@ -515,7 +516,7 @@ def render_summary(
     console.print(_errors_table(collector))
     slowest = collector.slowest_retried()
     if slowest is not None:
-        console.print(_waterfall(slowest))
+        console.print(_waterfall(slowest, exported))
     else:
         console.print("[bold]Slowest retried call[/]: no call needed a retry this run")
     telemetry = Table(
