@@ -91,6 +91,7 @@ def _wrap(name: str, index: int, original: Callable[..., Any]) -> Callable[..., 
         inst: Instrumentation | None = getattr(type(self), "_evobs", None)
         if inst is None or not inst.enabled:
             return original(self, *args, **kwargs)
+        span = token = None
         try:  # never break the transfer: any failure here means "no span"
             tracer = _tracer(inst)
             if tracer is None:
@@ -99,9 +100,16 @@ def _wrap(name: str, index: int, original: Callable[..., Any]) -> Callable[..., 
                 span_name, kind=SpanKind.INTERNAL, attributes=_attributes(inst, index, args, kwargs)
             )
             token = otel_context.attach(trace.set_span_in_context(span))
-            carrier = carrying(self, otel_context.get_current())
+            parent = otel_context.get_current()
+            carrier = carrying(self, parent)
+            if name == "copy":
+                args, kwargs = _carry_source_client(parent, args, kwargs)
         except Exception as exc:
             inst._handlers.errors.record("s3-transfer", exc)
+            if token is not None:
+                otel_context.detach(token)
+            if span is not None:
+                span.end()
             return original(self, *args, **kwargs)
         try:
             return original(carrier, *args, **kwargs)
@@ -115,6 +123,28 @@ def _wrap(name: str, index: int, original: Callable[..., Any]) -> Callable[..., 
 
     transfer._evobs_original = original  # type: ignore[attr-defined]
     return transfer
+
+
+_SOURCE_CLIENT_INDEX: Final = 5  # copy(CopySource, Bucket, Key, ExtraArgs, Callback, SourceClient)
+
+
+def _carry_source_client(
+    parent: otel_context.Context, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``copy``'s HeadObject runs on ``SourceClient``: carry the context there too."""
+    from ._install import InstrumentedClient
+
+    if len(args) > _SOURCE_CLIENT_INDEX:
+        source = args[_SOURCE_CLIENT_INDEX]
+        if isinstance(source, InstrumentedClient):
+            args = (
+                *args[:_SOURCE_CLIENT_INDEX],
+                carrying(source, parent),
+                *args[_SOURCE_CLIENT_INDEX + 1 :],
+            )
+    elif isinstance(kwargs.get("SourceClient"), InstrumentedClient):
+        kwargs = {**kwargs, "SourceClient": carrying(kwargs["SourceClient"], parent)}
+    return args, kwargs
 
 
 def wrap_transfer_methods(attributes: dict[str, Any]) -> None:

@@ -381,3 +381,16 @@ def test_presigned_urls_are_left_alone(instrumented, session, moto_url):
         "send_message", Params={"QueueUrl": url, "MessageBody": "x"}
     )
     assert "traceparent" not in presigned and "MessageAttribute" not in presigned
+
+
+def test_send_failing_validation_closes_its_early_span(instrumented, session, moto_url, recorder):
+    """A send whose span opened at provide-client-params but whose params fail validation
+    (no before-call ever) is closed as an error; nothing stays open."""
+    from botocore.exceptions import ParamValidationError
+
+    sqs = session.client("sqs", endpoint_url=moto_url)
+    with pytest.raises(ParamValidationError):
+        sqs.send_message(QueueUrl="http://127.0.0.1:1/q")  # MessageBody missing
+    span = recorder.one("SQS.SendMessage")
+    assert span.attributes["error.type"] == "ParamValidationError"
+    assert recorder.started == recorder.ended

@@ -182,3 +182,28 @@ def test_directly_instrumented_client_gets_transfer_spans(session, moto_url, rec
     handle.uninstrument()
     s3.upload_fileobj(io.BytesIO(b"x"), bucket, "k2")
     assert len(recorder.named("S3.upload_fileobj")) == 1
+
+
+def test_copy_with_a_source_client_parents_its_head_object(s3, recorder, session, moto_url):
+    """``copy(..., SourceClient=other)``: the HeadObject made on the source client is a child
+    of the transfer span too."""
+    bucket = _bucket(s3)
+    s3.put_object(Bucket=bucket, Key="src", Body=b"data")
+    source = session.client("s3", endpoint_url=moto_url)
+    s3.copy({"Bucket": bucket, "Key": "src"}, bucket, "dst", SourceClient=source)
+    transfer = recorder.one("S3.copy")
+    names = [c.name for c in _children(recorder, transfer)]
+    assert "S3.HeadObject" in names and "S3.CopyObject" in names
+    assert s3.get_object(Bucket=bucket, Key="dst")["Body"].read() == b"data"
+
+
+def test_failed_transfer_span_is_an_error(s3, recorder, tmp_path):
+    """A transfer that raises (missing bucket) ends its span as ERROR with the exception."""
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x")
+    with pytest.raises(Exception):  # noqa: B017 - boto3 wraps it in S3UploadFailedError
+        s3.upload_file(str(path), f"missing-{uuid.uuid4().hex[:8]}", "k")
+    transfer = recorder.one("S3.upload_file")
+    assert not transfer.status.is_ok
+    assert any(e.name == "exception" for e in transfer.events)
+    assert recorder.one("S3.PutObject").parent.span_id == transfer.context.span_id

@@ -140,10 +140,16 @@ def _spec(service: str) -> ServiceSpec | None:
 
 def configure_operation(op: Operation) -> None:
     """Set ``op.extractor``, ``op.span_kind`` and ``op.early_span`` once per operation."""
-    spec = _spec(op.service)
-    if spec is None:
+    try:
+        spec = _spec(op.service)
+        extractor = None if spec is None else Extractor(op.name, spec)
+    except Exception as exc:  # a broken extractor costs its attributes, never the call
+        from .._log import logger
+
+        logger.warning("evobs.extractor_failed", service=op.service, error=repr(exc))
         return
-    extractor = Extractor(op.name, spec)
+    if spec is None or extractor is None:
+        return
     op.extractor = extractor
     kind = spec.kinds.get(op.name)
     if kind is not None:
