@@ -146,6 +146,16 @@ def _entries(obj: Any, seen: set[int], depth: int = 0) -> int:
     return total
 
 
+_CONTAINERS = (
+    dict,
+    list,
+    set,
+    collections.deque,
+    weakref.WeakKeyDictionary,
+    weakref.WeakValueDictionary,
+)
+
+
 def _sizes(handle: evobs.Instrumentation, registry: CollectorRegistry) -> dict[str, int]:
     """The size of each evobs-owned structure, by name."""
     from evobs import _handlers, _install, _operation
@@ -163,9 +173,7 @@ def _sizes(handle: evobs.Instrumentation, registry: CollectorRegistry) -> dict[s
     for name, module in sorted(sys.modules.items()):
         if name == "evobs" or name.startswith("evobs."):
             for attr, value in vars(module).items():
-                if isinstance(value, dict | list | set | collections.deque) or isinstance(
-                    value, weakref.WeakKeyDictionary | weakref.WeakValueDictionary
-                ):
+                if isinstance(value, _CONTAINERS):
                     out[f"{name}.{attr}"] = _entries(value, set())
     return out
 
