@@ -42,6 +42,10 @@ _CALL_FRAME: Final[contextvars.ContextVar[list[Call] | None]] = contextvars.Cont
     "evobs_call_frame", default=None
 )
 
+#: Error codes longer than this (garbage from the wire) are truncated; the metrics
+#: signal counts anything over its own, shorter, limit as ``other``.
+_MAX_ERROR_CODE: Final = 256
+
 _HOST_CACHE: Final[dict[str, tuple[str, int | None]]] = {}
 _HOST_CACHE_MAX: Final = 1024
 
@@ -126,14 +130,21 @@ class Handlers:
                 self.errors.record(transition, exc)
 
     def _start(self, call: Call) -> None:
-        call.started = True
         frame = _CALL_FRAME.get()
-        if frame is not None:
-            frame.append(call)
+        if frame is None:
+            # No safety net around this call (it entered a client before evobs's base
+            # class was in place, e.g. a client instrumented while in use): a span
+            # opened here could outlive the call, so the call is not recorded.
+            return
+        call.started = True
+        frame.append(call)
         self._deliver("call_started", self.fanout.call_started, call)
 
     def _end(self, call: Call, now: int) -> None:
         call.ended = True
+        if not call.started:  # never recorded (see ``_start``): nothing to close
+            call.params = None
+            return
         call.end_ns = now
         attempts = call.attempts
         if attempts:
@@ -223,7 +234,7 @@ class Handlers:
         try:
             context = getattr(request, "context", None)
             call = context.get(CALL_KEY) if context else None
-            if call is None or call.ended:
+            if call is None or call.ended or not call.started:
                 return
             now = perf_counter_ns()
             attempts = call.attempts
@@ -403,7 +414,8 @@ def _read_parsed(target: Attempt | Call, parsed: dict[str, Any]) -> dict[str, An
     error = parsed.get("Error")
     if isinstance(error, dict) and error:
         code = error.get("QueryErrorCode") or error.get("Code")
-        target.error_code = str(code) if code not in (None, "") else None
+        # A code comes from the wire: bound it (real AWS codes are far shorter).
+        target.error_code = str(code)[:_MAX_ERROR_CODE] if code not in (None, "") else None
         message = error.get("Message")
         target.error_message = str(message) if message not in (None, "") else None
     return meta
