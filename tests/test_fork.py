@@ -161,3 +161,57 @@ def test_session_instrumented_before_fork_clients_made_after(
     assert names == ["STS.GetCallerIdentity"]
     assert created == 1
     assert registry.get_sample_value("aws_sdk_clients_created_total", {"service": "STS"}) is None
+
+
+def test_child_exports_its_spans_through_configure(
+    session: boto3.Session, registry: CollectorRegistry, moto_url: str
+) -> None:
+    """configure() in the parent (gunicorn --preload style), calls in the child: the
+    child's batch exporter (re-armed after fork by the SDK) delivers them over OTLP."""
+    from tests.otlp_receiver import otlp_receiver
+
+    with otlp_receiver() as receiver:
+        telemetry = evobs.configure(
+            "evobs-fork",
+            otlp_endpoint=receiver.url,
+            metrics_port=None,
+            logs=None,
+            registry=registry,
+            set_global=False,
+        )
+        try:
+            telemetry.instrument(session)
+            sts = session.client("sts", endpoint_url=moto_url)
+            sts.get_caller_identity()
+            assert telemetry.force_flush(timeout=10)
+            assert len(receiver.wait_for(1)) == 1
+            ctx = multiprocessing.get_context("fork")
+            results: Any = ctx.Queue()
+
+            def child() -> None:
+                try:
+                    for _ in range(CHILD_CALLS):
+                        sts.get_caller_identity()
+                    flushed = telemetry.force_flush(timeout=10)
+                    results.put((flushed, telemetry.spans_dropped))
+                except BaseException as exc:
+                    results.put((repr(exc), None))
+
+            process = ctx.Process(target=child)
+            process.start()
+            try:
+                flushed, dropped = results.get(timeout=120)
+            except queue.Empty:
+                pytest.fail("the forked child never reported")
+            process.join(timeout=30)
+            assert flushed is True, flushed
+            assert dropped == 0
+            spans = receiver.wait_for(1 + CHILD_CALLS)
+            assert len(spans) == 1 + CHILD_CALLS
+            assert len({s.span_id for s in spans}) == len(spans)
+            # The parent keeps exporting after the child is gone.
+            sts.get_caller_identity()
+            assert telemetry.force_flush(timeout=10)
+            assert len(receiver.wait_for(2 + CHILD_CALLS)) == 2 + CHILD_CALLS
+        finally:
+            assert telemetry.shutdown(timeout=5.0)
