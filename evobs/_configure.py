@@ -16,6 +16,7 @@ the process (queue full, export failed) are counted in
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
@@ -259,7 +260,9 @@ def build_tracer_provider(
         schedule_delay_millis=delay,
     )
     processor = CountingSpanProcessor(batch, counter)
-    provider = TracerProvider(resource=build_resource(service_name))
+    # configure() registers its own, bounded, exit handler (the SDK's waits up to 30 s
+    # for a hanging collector).
+    provider = TracerProvider(resource=build_resource(service_name), shutdown_on_exit=False)
     provider.add_span_processor(processor)  # type: ignore[arg-type]
     return provider, processor
 
@@ -388,6 +391,7 @@ class Telemetry:
             if self._shut_down:
                 return True
             self._shut_down = True
+            atexit.unregister(self.shutdown)
             instrumentations = list(self._instrumentations)
             self._instrumentations.clear()
         for handle in instrumentations:
@@ -533,6 +537,8 @@ def configure(
             _configure_logs(telemetry, logs, log_level, log_stream)
         if instrument is not None and instrument is not False:
             telemetry.instrument(None if instrument is True else instrument)
+        # Flush at interpreter exit, bounded like an explicit shutdown().
+        atexit.register(telemetry.shutdown)
     except BaseException:
         telemetry.shutdown(timeout=1.0)
         raise

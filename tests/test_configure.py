@@ -191,6 +191,27 @@ def test_global_provider_only_when_none_set() -> None:
     assert done.stdout.strip() == "ok"
 
 
+def test_spans_are_flushed_at_exit_without_shutdown(receiver: OTLPReceiver) -> None:
+    """A process that never calls shutdown() still exports its queued spans at exit
+    (configure's own exit handler, bounded like shutdown())."""
+    script = textwrap.dedent(
+        f"""
+        import evobs
+        telemetry = evobs.configure(
+            "exiting", traces="otlp", otlp_endpoint="{receiver.base_url}",
+            metrics_port=None, logs=None,
+        )
+        telemetry.tracer_provider.get_tracer("test").start_span("before-exit").end()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    (span,) = receiver.wait_for(1)
+    assert span.name == "before-exit" and span.resource["service.name"] == "exiting"
+
+
 def test_invalid_arguments_are_rejected(registry: CollectorRegistry) -> None:
     """Unknown outputs and bad ports fail at configure() time with a clear error."""
     with pytest.raises(ValueError, match="traces"):
