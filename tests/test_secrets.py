@@ -188,11 +188,14 @@ def test_nothing_sensitive_in_any_signal(
             url = client.generate_presigned_url(
                 "get_object", Params={"Bucket": bucket, "Key": "secret.txt"}, ExpiresIn=60
             )
-            query = parse_qs(urlsplit(url).query)
+            raw_query = urlsplit(url).query
+            query = parse_qs(raw_query)
             for param in ("Signature", "X-Amz-Signature", "X-Amz-Credential"):
                 if param in query:
                     secrets[f"presigned {param}"] = query[param][0]
-        assert "presigned X-Amz-Signature" in secrets
+                    raw = raw_query.split(f"{param}=", 1)[1].split("&", 1)[0]
+                    secrets[f"presigned {param} (url-encoded)"] = raw
+        assert "presigned Signature" in secrets and "presigned X-Amz-Signature" in secrets
 
         # STS: the response carries a new key pair and a session token; use them.
         sts = session.client("sts", endpoint_url=moto_url)
