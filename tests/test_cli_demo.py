@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 import evobs
 
@@ -149,3 +150,62 @@ def test_demo_serve_keeps_metrics_up_until_ctrl_c() -> None:
             proc.wait()
     reader.join(timeout=5)
     assert "Calls by service and operation" in "".join(lines)
+
+
+def test_demo_summary_agrees_with_the_metrics(
+    moto_url: str, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo workload in-process: per operation, the calls and retries the summary
+    computes from spans equal what the Prometheus metrics counted, the injected faults
+    show up as throttles and retries, and the slowest retried call has its attempts."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from evobs.demo.faults import FaultServer
+    from evobs.demo.summary import SpanCollector
+    from evobs.demo.workload import EXPECTED_ERRORS, Workload, demo_session
+
+    from .faults_util import zero_backoff
+
+    zero_backoff(monkeypatch)
+    collector = SpanCollector()
+    provider = TracerProvider()
+    provider.add_span_processor(collector)  # type: ignore[arg-type]
+    session = demo_session()
+    handle = evobs.instrument(
+        session, tracer_provider=provider, registry=registry, expected_errors=EXPECTED_ERRORS
+    )
+    try:
+        with FaultServer(upstream=moto_url) as faults:
+            workload = Workload(session, faults.url, faults=faults, seed=3)
+            workload.run(duration=2.0)
+    finally:
+        handle.uninstrument()
+    assert workload.tally.failures == {}
+    stats = collector.by_operation()
+    assert {s.service for s in stats} == {"S3", "DynamoDB", "SQS"}
+    for s in stats:
+        labels = {"service": s.service, "operation": s.operation}
+        counted = sum(
+            sample.value
+            for metric in registry.collect()
+            if metric.name == "aws_sdk_call_duration_seconds"
+            for sample in metric.samples
+            if sample.name.endswith("_count")
+            and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
+        retried = sum(
+            sample.value
+            for metric in registry.collect()
+            if metric.name == "aws_sdk_retries"
+            for sample in metric.samples
+            if sample.name == "aws_sdk_retries_total"
+            and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
+        assert (s.calls, s.retries) == (counted, retried), s
+    injected = workload.chaos.injected
+    assert sum(injected.values()) > 0
+    assert sum(s.throttled for s in stats) >= injected["throttle"]
+    assert sum(s.expected for s in stats) > 0  # ConditionalCheckFailedException
+    slowest = collector.slowest_retried()
+    assert slowest is not None
+    assert [a.number for a in slowest.attempt_records] == list(range(1, slowest.attempts + 1))
