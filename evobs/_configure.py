@@ -115,11 +115,12 @@ class CountingSpanProcessor:
     It costs one length check per span.
     """
 
-    __slots__ = ("_counter", "_lock", "_queue", "_size", "processor")
+    __slots__ = ("_closed", "_counter", "_lock", "_queue", "_size", "processor")
 
     def __init__(self, processor: Any, counter: Any) -> None:
         self.processor = processor
         self._counter = counter
+        self._closed = False
         self._lock = threading.Lock()
         found = _find_queue(processor)
         self._queue: deque[Any] | None = None
@@ -149,12 +150,18 @@ class CountingSpanProcessor:
         context = span.context
         if context is None or not context.trace_flags.sampled:
             return
+        if self._closed:
+            # Ended after shutdown (e.g. a call through the global provider): the SDK
+            # discards it, so it is a drop too.
+            self._counter.inc()
+            return
         with self._lock:
             if len(queue) >= self._size:
                 self._counter.inc()
             self.processor.on_end(span)
 
     def shutdown(self) -> None:
+        self._closed = True
         self.processor.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:

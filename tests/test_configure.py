@@ -395,4 +395,8 @@ def test_instrument_argument_and_shutdown_uninstruments(
     assert telemetry.shutdown(timeout=10)
     client.get_item(TableName="t", Key={"pk": {"S": "2"}})
     assert len(receiver.named("DynamoDB.GetItem")) == 1
+    assert telemetry.spans_dropped == 0  # uninstrumented: no span, so nothing dropped
+    assert telemetry.tracer_provider is not None
+    telemetry.tracer_provider.get_tracer("late").start_span("after-shutdown").end()
+    assert telemetry.spans_dropped == 1  # the SDK discards it: counted, not silent
     assert telemetry.shutdown() is True  # idempotent
