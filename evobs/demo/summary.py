@@ -358,7 +358,15 @@ def _operations_table(collector: SpanCollector) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title="Calls by service and operation", title_justify="left", title_style="bold")
+    table = Table(
+        title="Calls by service and operation",
+        title_justify="left",
+        title_style="bold",
+        caption="Errors: calls that failed (exp.: declared expected_errors). Throttled: attempts "
+        "answered with throttling. Retries: extra attempts. pNN: call time, retries and "
+        "backoff included.",
+        caption_justify="left",
+    )
     table.add_column("Service")
     table.add_column("Operation")
     for name in ("Calls", "Errors", "Throttled", "Retries", "p50", "p95", "p99"):
