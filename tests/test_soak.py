@@ -14,6 +14,7 @@ RSS is reported, never asserted.
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
 import logging
 import os
@@ -318,3 +319,58 @@ def test_sizes_sees_growth() -> None:
     before = _entries(obj, set())
     obj.cache["a"] = [1, 2]
     assert _entries(obj, set()) == before + 3
+
+
+def _garbage_after(client: Any, call: Any, n: int = 20) -> int:
+    """Objects only the cycle collector can free, left by ``n`` calls (gc paused meanwhile)."""
+    import gc
+
+    for _ in range(3):  # warm caches first
+        call(client)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(n):
+            call(client)
+    finally:
+        found = gc.collect()
+        gc.enable()
+    return found
+
+
+def _list_tables(client: Any) -> None:
+    with contextlib.suppress(ClientError):  # the failure is the point
+        client.list_tables()
+
+
+# Not connection errors: there botocore's own exception chain already forms a cycle
+# holding the context dict (and so anything in it), with or without evobs.
+@pytest.mark.parametrize("path", ["client_error", "ok"])
+def test_calls_leave_no_more_garbage_cycles_than_botocore(
+    path: str, registry: CollectorRegistry
+) -> None:
+    """A call, failed or not, leaves no reference cycle that botocore alone does not
+    (an exception's traceback holds botocore's frames, which hold the context, which
+    holds the call record): apps that pause or tune the GC must not accumulate calls."""
+    config = Config(retries={"mode": "standard", "total_max_attempts": 2}, connect_timeout=1)
+    counts = []
+    for instrumented in (False, True):
+        session = boto3.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+        )
+        handle = None
+        if instrumented:
+            handle = evobs.instrument(session, tracer_provider=TracerProvider(), registry=registry)
+        client = session.client("dynamodb", endpoint_url="http://127.0.0.1:2", config=config)
+        canned = _Canned()
+        canned.default = (
+            _ddb_error(1) if path == "client_error" else (200, _DDB_HEADERS, b'{"TableNames": []}')
+        )
+        client.meta.events.register("before-send.dynamodb", canned)
+        try:
+            counts.append(_garbage_after(client, _list_tables))
+        finally:
+            if handle is not None:
+                handle.uninstrument()
+    plain, with_evobs = counts
+    assert with_evobs <= plain, f"evobs left {with_evobs - plain} more objects in cycles"
