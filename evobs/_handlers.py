@@ -172,7 +172,13 @@ class Handlers:
         try:
             self._deliver("call_ended", self.fanout.call_ended, call)
         finally:
+            # Done with what the call referenced: params, and exceptions whose
+            # tracebacks hold botocore's frames (and so the context holding this
+            # record), which would keep the whole call alive until a GC cycle.
             call.params = None
+            call.exception = None
+            for attempt in attempts:
+                attempt.exception = None
 
     def _new_call(self, model: Any, context: dict[str, Any], now: int) -> Call:
         call = Call(operation_for(model), context.get("client_region"), now)

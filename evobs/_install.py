@@ -95,6 +95,9 @@ class InstrumentedClient(_TimedConstruction):
             try:
                 exit_call_frame(inst._handlers, frame, token, error)
             finally:
+                # The exception's traceback holds this frame: drop the reference
+                # back to it, so a failed call leaves no garbage cycle.
+                error = None
                 if parent_token is not None:
                     otel_context.detach(parent_token)
 
@@ -114,7 +117,10 @@ class AsyncInstrumentedClient(_TimedConstruction):
             error = exc
             raise
         finally:
-            exit_call_frame(inst._handlers, frame, token, error)
+            try:
+                exit_call_frame(inst._handlers, frame, token, error)
+            finally:
+                error = None  # no cycle through the exception's traceback
 
 
 def _is_async(classes: Any) -> bool:
