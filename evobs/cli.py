@@ -125,6 +125,7 @@ class _DemoRun:
     def __init__(self, args: argparse.Namespace, console: Any) -> None:
         self.args = args
         self.console = console
+        self._flushed = True
 
     def run(self) -> int:
         from prometheus_client import CollectorRegistry
@@ -145,6 +146,9 @@ class _DemoRun:
                 metrics_addr=args.metrics_addr,
                 logs=None,
                 registry=registry,
+                # A collector on this machine answers in milliseconds; a down one
+                # must not hold the demo's exit for the exporter's default 10 s.
+                export_timeout=3.0,
             )
         except OSError as exc:
             self.console.print(
@@ -163,7 +167,7 @@ class _DemoRun:
         finally:
             evobs_logger.removeHandler(logs.handler)
             evobs_logger.setLevel(level_before)
-            if not telemetry.shutdown(timeout=5.0):
+            if not telemetry.shutdown(timeout=3.0 if self._flushed else 0.5):
                 self.console.print(
                     "[yellow]Some spans could not be exported before exit "
                     f"(is the collector at {telemetry.otlp_endpoint} up?)[/]"
@@ -203,7 +207,7 @@ class _DemoRun:
                 started = time.monotonic()
                 interrupted = self._live(workload, collector, logs, header, args.duration)
                 wall = time.monotonic() - started
-                telemetry.force_flush(timeout=5.0)
+                self._flushed = telemetry.force_flush(timeout=3.5)
                 render_summary(
                     console,
                     collector,
@@ -307,6 +311,8 @@ class _DemoRun:
                 f", exported over OTLP/HTTP to {telemetry.otlp_endpoint}; dropped: "
                 f"{telemetry.spans_dropped:.0f}"
             )
+            if not self._flushed:
+                traces += " so far (the collector did not answer in time)"
         else:
             traces += (
                 ", kept in memory: pass --otlp-endpoint http://localhost:4318 or set "
