@@ -209,3 +209,17 @@ def test_demo_summary_agrees_with_the_metrics(
     slowest = collector.slowest_retried()
     assert slowest is not None
     assert [a.number for a in slowest.attempt_records] == list(range(1, slowest.attempts + 1))
+
+
+def test_demo_with_collector_down_counts_every_span_dropped() -> None:
+    """With nothing listening at --otlp-endpoint, the demo still runs and exits 0, and the
+    summary reports every span as dropped (none vanishes silently)."""
+    with otlp_receiver("refuse") as closed:
+        done = _run(
+            "demo", "--duration", "1", "--metrics-port", "0", "--otlp-endpoint", closed.base_url
+        )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    found = re.search(r"([\d,]+) spans \(.*?dropped:[\s│]+([\d,]+)", done.stdout, re.S)
+    assert found, done.stdout[-3000:]
+    spans, dropped = (int(g.replace(",", "")) for g in found.groups())
+    assert spans > 0 and dropped == spans
