@@ -27,10 +27,12 @@ import decimal
 import json
 import re
 import threading
+import traceback
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from botocore.model import Shape
+from botocore.parsers import ResponseParserError
 
 if TYPE_CHECKING:
     from ._call import Call
@@ -44,9 +46,11 @@ __all__ = [
     "TRUNCATED",
     "UNMODELED",
     "error_message",
+    "exception_message",
     "has_sensitive_input",
     "mask",
     "redact_text",
+    "redact_traceback",
     "redact_value",
     "render_params",
     "scrub_credentials",
@@ -552,7 +556,9 @@ def redact_text(text: object, call: Call | None = None, limit: int = MAX_MESSAGE
     """Free text (an error message, a traceback) safe to record: the call's sensitive
     values and credentials masked, valid UTF-8, at most ``limit`` characters."""
     try:
-        if not isinstance(text, str):
+        if isinstance(text, BaseException):
+            text = exception_message(text)
+        elif not isinstance(text, str):
             text = _safe_str(text)
         if len(text) > _MAX_TEXT_SCAN:
             text = text[:_MAX_TEXT_SCAN]
@@ -582,13 +588,64 @@ def _safe_str(value: object) -> str:
         return f"<{type(value).__name__}>"
 
 
+def exception_message(exc: BaseException) -> str:
+    """An exception's message, minus what botocore quotes from a response body.
+
+    ``ResponseParserError`` appends the raw body it could not parse (an AssumeRole
+    response holds credentials): only its first line, the parse error, is kept."""
+    text = _safe_str(exc)
+    if isinstance(exc, ResponseParserError):
+        text = text.split("\n", 1)[0].rstrip(":") + " (response body omitted)"
+    return text
+
+
+_CAUSE: Final = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT: Final = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def redact_traceback(exc: BaseException, call: Call | None = None, limit: int = 16384) -> str:
+    """Like ``traceback.format_exception``, with every message in the chain through
+    :func:`exception_message` and the whole through :func:`redact_text` (a traceback
+    also shows the caller's source lines, which may hold a literal secret)."""
+    try:
+        chain: list[tuple[BaseException, str]] = []
+        seen: set[int] = set()
+        current: BaseException | None = exc
+        link = ""
+        while current is not None and id(current) not in seen and len(chain) < 16:
+            seen.add(id(current))
+            chain.append((current, link))
+            if current.__cause__ is not None:
+                current, link = current.__cause__, _CAUSE
+            elif not current.__suppress_context__:
+                current, link = current.__context__, _CONTEXT
+            else:
+                current = None
+        parts: list[str] = []
+        for i, (item, _) in enumerate(reversed(chain)):
+            if i:
+                parts.append(chain[len(chain) - i][1])
+            if item.__traceback__ is not None:
+                parts.append("Traceback (most recent call last):\n")
+                parts.extend(traceback.format_tb(item.__traceback__))
+            kind = type(item)
+            name = kind.__qualname__
+            if kind.__module__ not in ("builtins", "__main__"):
+                name = f"{kind.__module__}.{name}"
+            message = exception_message(item)
+            parts.append(f"{name}: {message}\n" if message else f"{name}\n")
+        return redact_text("".join(parts), call, limit)
+    except Exception:
+        return type(exc).__name__
+
+
 def error_message(call: Call) -> str | None:
     """The call's error message (the AWS message, else the exception's), redacted."""
     message: object = call.error_message
     if message is None:
         if call.exception is None:
             return None
-        message = _safe_str(call.exception)
+        message = exception_message(call.exception)
     if not message:
         return None
     return redact_text(message, call)

@@ -294,3 +294,45 @@ def test_nothing_sensitive_in_any_signal(
     else:
         assert captured == [None, None] and logged == [None, None]
         assert "aws.request.params" not in spans
+
+
+def test_unparseable_response_body_is_not_recorded(
+    instrumented: evobs.Instrumentation,
+    session: boto3.Session,
+    moto_url: str,
+    recorder: SpanRecorder,
+    registry: CollectorRegistry,
+    everything: Everything,
+) -> None:
+    """botocore's ResponseParserError quotes the body it could not parse (here a truncated
+    AssumeRole response, credentials included): its first line is kept, the body is not,
+    in the span status, the exception event, its stack trace and the log record."""
+    body = (
+        b'<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+        b"<AssumeRoleResult><Credentials><AccessKeyId>ASIAEVOBSPARSERLEAK1</AccessKeyId>"
+        b"<SecretAccessKey>evobsParserSecretCanary</SecretAccessKey>"
+        b"<SessionToken>evobsParserTokenCanary</SessionToken></Credentials><AssumeRole"
+    )
+    with FaultServer(upstream=moto_url) as faults:
+        faults.set_default(Fault.raw(200, body, [("Content-Type", "text/xml")]))
+        sts = session.client(
+            "sts",
+            endpoint_url=faults.url,
+            config=Config(retries={"mode": "standard", "total_max_attempts": 1}),
+        )
+        with pytest.raises(Exception) as raised:
+            sts.assume_role(RoleArn="arn:aws:iam::123456789012:role/r", RoleSessionName="leak")
+    assert "evobsParserSecretCanary" in str(raised.value)  # botocore does quote it
+    span = recorder.one("STS.AssumeRole")
+    (event,) = [e for e in span.events if e.name == "exception"]
+    stack = str(dict(event.attributes or {})["exception.stacktrace"])
+    assert "Traceback (most recent call last)" in stack
+    assert "ResponseParserError: Unable to parse response" in stack
+    (log,) = [e for e in everything.events if e["event"] == "aws.call"]
+    assert log["error_type"] == "ResponseParserError"
+    assert log["error_message"].endswith("(response body omitted)")
+    recorded = "\n".join(
+        [span_text(recorder), *everything.lines, generate_latest(registry).decode()]
+    )
+    for canary in ("ASIAEVOBSPARSERLEAK1", "evobsParserSecretCanary", "evobsParserTokenCanary"):
+        assert canary not in recorded

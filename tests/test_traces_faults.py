@@ -753,11 +753,6 @@ def test_hostile_error_bodies(
     assert_clean(recorder)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ResponseParserError's message embeds the raw response body (here STS "
-    "credentials); traces record it in the status, exception.message and stacktrace",
-)
 def test_parser_error_does_not_record_the_response_body(
     instrumented: evobs.Instrumentation,
     session: boto3.Session,

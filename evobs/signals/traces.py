@@ -9,7 +9,6 @@ attempt: the happy path pays for one span.
 
 from __future__ import annotations
 
-import traceback
 from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import context as otel_context
@@ -17,7 +16,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._call import WALL_OFFSET_NS
-from .._redact import error_message, redact_text, render_params
+from .._redact import error_message, redact_text, redact_traceback, render_params
 from .._version import __version__
 from ..services import rpc_attributes
 
@@ -224,12 +223,9 @@ def _description(call: Call) -> str:
 
 def _exception_attributes(call: Call, exc: BaseException, message: str) -> dict[str, str]:
     """The exception event's message and stack trace, redacted: a traceback carries the
-    exception's message and the user's source lines, either may hold a secret."""
-    try:
-        stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    except Exception:
-        stack = type(exc).__name__
+    exception's message (botocore's parser errors quote the response body) and the
+    user's source lines, any of which may hold a secret."""
     return {
         "exception.message": message,
-        "exception.stacktrace": redact_text(stack, call, _MAX_STACKTRACE),
+        "exception.stacktrace": redact_traceback(exc, call, _MAX_STACKTRACE),
     }
