@@ -174,7 +174,7 @@ def _sizes(handle: evobs.Instrumentation, registry: CollectorRegistry) -> dict[s
     for name, module in sorted(sys.modules.items()):
         if name == "evobs" or name.startswith("evobs."):
             for attr, value in vars(module).items():
-                if isinstance(value, _CONTAINERS):
+                if not attr.startswith("__") and isinstance(value, _CONTAINERS):
                     out[f"{name}.{attr}"] = _entries(value, set())
     return out
 
