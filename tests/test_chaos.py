@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 import evobs
 
-N_CALLS = 9  # calls made by ``_workload`` (one of them retried once)
+N_CALLS = 13  # calls made by ``_workload`` (one of them retried once)
 
 
 class Boom(RuntimeError):
@@ -33,7 +33,19 @@ class Boom(RuntimeError):
 
 # -- the workload ---------------------------------------------------------------------
 
-_VOLATILE = frozenset({"ResponseMetadata", "LastModified", "Date", "CreationDate"})
+# Volatile per run (ids, dates), and MD5OfMessageAttributes: with message propagation on,
+# evobs adds a ``traceparent`` attribute to sends (a documented feature), changing that digest.
+_VOLATILE = frozenset(
+    {
+        "ResponseMetadata",
+        "LastModified",
+        "Date",
+        "CreationDate",
+        "MessageId",
+        "ReceiptHandle",
+        "MD5OfMessageAttributes",
+    }
+)
 
 
 def _normalize(value: Any, tag: str) -> Any:
@@ -50,7 +62,7 @@ def _normalize(value: Any, tag: str) -> Any:
 
 
 def _workload(session: boto3.Session, moto_url: str) -> list[Any]:
-    """Nine calls with successes, 4xx errors and one retried call; normalized results."""
+    """S3, STS and SQS calls with successes, 4xx errors and a retried call; normalized."""
     tag = uuid.uuid4().hex[:12]
     bucket = f"chaos-{tag}"
     s3 = session.client(
@@ -59,6 +71,7 @@ def _workload(session: boto3.Session, moto_url: str) -> list[Any]:
         config=Config(retries={"mode": "standard", "total_max_attempts": 3}),
     )
     sts = session.client("sts", endpoint_url=moto_url)
+    sqs = session.client("sqs", endpoint_url=moto_url)
     resource = session.resource("s3", endpoint_url=moto_url)
     first = {"done": False}
 
@@ -87,6 +100,21 @@ def _workload(session: boto3.Session, moto_url: str) -> list[Any]:
     run(lambda: sts.get_caller_identity())
     run(lambda: [o.key for o in resource.Bucket(bucket).objects.all()])
     run(lambda: s3.delete_object(Bucket=bucket, Key="k"))
+    # Messaging: evobs edits params here (trace context in, its additions out again).
+    queue = sqs.create_queue(QueueName=f"chaos-{tag}")["QueueUrl"]
+    run(lambda: sqs.send_message(QueueUrl=queue, MessageBody="hello"))
+    received: dict[str, Any] = {}
+
+    def receive() -> Any:
+        received.update(sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=0))
+        return received
+
+    run(receive)
+    run(
+        lambda: sqs.delete_message(
+            QueueUrl=queue, ReceiptHandle=received["Messages"][0]["ReceiptHandle"]
+        )
+    )
     assert first["done"], "the scripted 503 never fired"
     return results
 
@@ -270,10 +298,17 @@ class _CountingSignal:
 def test_baseline_is_meaningful(baseline: list[Any]) -> None:
     """The uninstrumented workload has successes, errors and a read body to compare."""
     kinds = [r[0] for r in baseline]
-    assert len(baseline) == N_CALLS
+    assert len(baseline) == N_CALLS - 1  # CreateQueue's result is used, not compared
     assert kinds.count("error") == 2
     assert ("ok", b"payload") in baseline
     assert ("ok", ["k"]) in baseline
+    messages = [
+        r[1]["Messages"]
+        for r in baseline
+        if r[0] == "ok" and isinstance(r[1], dict) and "Messages" in r[1]
+    ]
+    assert messages and messages[0][0]["Body"] == "hello"
+    assert "MessageAttributes" not in messages[0][0]
 
 
 @pytest.mark.parametrize(
@@ -431,7 +466,7 @@ def test_raising_user_signal(
     assert bad.seen["attempt_ended"] == attempts
     for transition, count in bad.seen.items():
         assert _errors(registry, transition) == count, transition
-    assert bad.seen["client_created"] == 3  # s3, sts, and the resource's client
+    assert bad.seen["client_created"] == 4  # s3, sts, sqs, and the resource's client
     assert bad.seen["resource_created"] >= 2  # ServiceResource, Bucket, ObjectSummary
     # The built-in signals were unaffected.
     assert recorder.started == recorder.ended == N_CALLS + 2  # + ListObjectsV2's attempt spans
