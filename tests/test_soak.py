@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
 import io
+import json
 import logging
 import os
 import sys
@@ -38,7 +40,9 @@ import evobs
 
 FULL = os.environ.get("EVOBS_SOAK_FULL") == "1"
 TOTAL_CALLS = 200_000 if FULL else 15_000
-WARM_UP = 4_000  # every (client, region, endpoint, outcome) combination seen by then
+# Every (client, region, endpoint, outcome) combination is seen by then, and the
+# bounded table of received messages' trace context (4096 ids) is full.
+WARM_UP = 6_000
 CHURN_EVERY = 500  # a new pair of clients this often (client-per-request apps exist)
 REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-2")
 ENDPOINTS = ("http://127.0.0.1:1", "http://localhost:2", "http://[::1]:3")
@@ -92,6 +96,29 @@ _DDB_THROTTLE = (
     _DDB_HEADERS,
     b'{"__type": "com.amazonaws.dynamodb.v20120810#ThrottlingException", "message": "slow"}',
 )
+
+
+_SQS_HEADERS = {"x-amzn-RequestId": "REQ", "content-type": "application/x-amz-json-1.0"}
+_TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def _sqs_messages(i: int) -> tuple[int, dict[str, str], bytes]:
+    """Ten messages with never-seen ids, carrying the trace context evobs asks for."""
+    body = "x"
+    digest = hashlib.md5(body.encode()).hexdigest()  # SQS's own body checksum
+    messages = [
+        {
+            "MessageId": f"m-{i}-{j}",
+            "ReceiptHandle": "r",
+            "MD5OfBody": digest,
+            "Body": body,
+            "MessageAttributes": {
+                "traceparent": {"StringValue": _TRACEPARENT, "DataType": "String"}
+            },
+        }
+        for j in range(10)
+    ]
+    return 200, _SQS_HEADERS, json.dumps({"Messages": messages}).encode()
 
 
 def _ddb_error(i: int) -> tuple[int, dict[str, str], bytes]:
@@ -229,7 +256,7 @@ def test_soak_structures_flat(zero_jitter: None, registry: CollectorRegistry) ->
     def churn(n: int) -> None:
         region = REGIONS[n % len(REGIONS)]
         endpoint = ENDPOINTS[n % len(ENDPOINTS)]
-        for service in ("s3", "dynamodb"):
+        for service in ("s3", "dynamodb", "sqs"):
             client = session.client(
                 service, region_name=region, endpoint_url=endpoint, config=config
             )
@@ -257,6 +284,10 @@ def test_soak_structures_flat(zero_jitter: None, registry: CollectorRegistry) ->
                 elif kind == 8:
                     canned.script.extend((_DDB_THROTTLE, _DDB_OK))
                     clients["dynamodb"].get_item(TableName="t", Key={"pk": {"S": "a"}})
+                elif kind == 7:
+                    canned.default = _sqs_messages(i)
+                    got = clients["sqs"].receive_message(QueueUrl="http://q/123/q")
+                    assert "MessageAttributes" not in got["Messages"][0]
                 elif kind == 9:
                     canned.default = _ddb_error(i)
                     clients["dynamodb"].get_item(TableName="t", Key={"pk": {"S": "a"}})
