@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
@@ -144,24 +145,33 @@ _ANY = st.recursive(
     ),
     max_leaves=8,
 )
-_OPTION_NAMES = st.sampled_from(
-    [
-        "signals",
-        "expected_errors",
-        "capture_params",
-        "capture_s3_keys",
-        "propagate_messages",
-        "slow_call_seconds",
-        "duration_buckets",
-        "retry_log_rate",
-        "bogus_option",
-    ]
+_POSITIVE = st.floats(min_value=1e-300, allow_infinity=True, allow_nan=False)
+# Valid values half of the time, so accepted options get exercised by a real call too.
+_VALID: dict[str, st.SearchStrategy[Any]] = {
+    "signals": st.lists(st.sampled_from(["traces", "metrics", "logs"]), max_size=4),
+    "expected_errors": st.dictionaries(
+        st.sampled_from(["*", "DynamoDB", "DynamoDB.ListTables", "STS"]) | st.text(min_size=1),
+        st.sets(st.sampled_from(["500", "InternalServerError", "404"]) | st.text()),
+        max_size=3,
+    ),
+    "capture_params": st.booleans(),
+    "capture_s3_keys": st.booleans(),
+    "propagate_messages": st.booleans(),
+    "slow_call_seconds": st.none() | _POSITIVE,
+    "duration_buckets": st.lists(
+        st.floats(min_value=1e-9, max_value=1e9), min_size=1, max_size=30, unique=True
+    ).map(sorted),
+    "retry_log_rate": _POSITIVE,
+}
+_OPTIONS = st.fixed_dictionaries(
+    {},
+    optional={name: valid | _ANY for name, valid in _VALID.items()} | {"bogus_option": _ANY},
 )
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    options=st.dictionaries(_OPTION_NAMES, _ANY, max_size=4),
+    options=_OPTIONS,
     target_kind=st.sampled_from(["session", "botocore", "client", "junk"]),
     junk=_ANY,
     provider=st.sampled_from(["none", "real", "junk"]),
@@ -189,13 +199,75 @@ def test_instrument_rejects_bad_options_clearly(
     except (TypeError, ValueError) as exc:
         assert "evobs" in str(exc), f"unclear error: {exc!r}"
         return
-    # Accepted: it must be a real, working handle on that target.
+    # Accepted: a real, working handle on that target, whose options never break a call
+    # (here a DynamoDB call retried once after a 500, answered by canned responses).
     try:
         assert handle.enabled
         assert handle.target is target
+        with _zero_backoff():
+            if target_kind == "client":
+                target.meta.events.register("before-send", _scripted([_OK_IDENTITY]))
+                assert target.get_caller_identity()["Account"] == "123456789012"
+            elif target_kind in ("session", "botocore"):
+                make = target.create_client if target_kind == "botocore" else target.client
+                client = make(
+                    "dynamodb", endpoint_url="http://127.0.0.1:1", region_name="us-east-1"
+                )
+                client.meta.events.register("before-send", _scripted([_ERROR_500, _OK_TABLES]))
+                assert client.list_tables()["TableNames"] == []
+        errors = [
+            s
+            for m in kwargs["registry"].collect()
+            for s in m.samples
+            if s.name == "evobs_handler_errors_total"
+        ]
+        assert not errors, errors
     finally:
         handle.uninstrument()
     assert not handle.enabled
+
+
+_ERROR_500 = (
+    500,
+    {"x-amzn-RequestId": "R", "content-type": "application/x-amz-json-1.0"},
+    b'{"__type": "InternalServerError", "message": "boom"}',
+)
+_OK_TABLES = (
+    200,
+    {"x-amzn-RequestId": "R", "content-type": "application/x-amz-json-1.0"},
+    b'{"TableNames": []}',
+)
+_OK_IDENTITY = (
+    200,
+    {"x-amzn-RequestId": "R", "content-type": "text/xml"},
+    b"<GetCallerIdentityResponse><GetCallerIdentityResult><Account>123456789012</Account>"
+    b"<Arn>arn:aws:iam::123456789012:user/x</Arn><UserId>X</UserId>"
+    b"</GetCallerIdentityResult></GetCallerIdentityResponse>",
+)
+
+
+def _scripted(script: list[tuple[int, dict[str, str], bytes]]) -> Callable[..., AWSResponse]:
+    """A user before-send handler answering from ``script`` (the last answer repeats)."""
+    pending = list(script)
+
+    def answer(request: Any = None, **_: Any) -> AWSResponse:
+        status, headers, body = pending.pop(0) if len(pending) > 1 else pending[0]
+        return AWSResponse(request.url, status, headers, _RawBody(body))
+
+    return answer
+
+
+@contextlib.contextmanager
+def _zero_backoff() -> Iterator[None]:
+    """Retry jitter 0 for clients built inside (DESIGN 6); the decision stays botocore's."""
+    from unittest import mock
+
+    from botocore.retries import standard
+
+    with mock.patch.object(
+        standard.ExponentialBackoff.__init__, "__defaults__", (20, lambda: 0.0, None, None)
+    ):
+        yield
 
 
 def test_instrument_option_examples() -> None:
