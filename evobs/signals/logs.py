@@ -108,7 +108,8 @@ class LogsSignal:
         # A concrete BoundLogger (evobs's own processor chain; nothing global).
         self._log = logger.bind()
         slow = options.slow_call_seconds
-        self._slow_ns = None if slow is None else int(slow * 1e9)
+        # Clamped: a huge threshold (1e300 s) means never, not an OverflowError.
+        self._slow_ns = None if slow is None else int(min(slow, 1e12) * 1e9)
         self._limiter = RetryLimiter(options.retry_log_rate)
         counter = family(
             registry,
