@@ -42,9 +42,9 @@ _CALL_FRAME: Final[contextvars.ContextVar[list[Call] | None]] = contextvars.Cont
     "evobs_call_frame", default=None
 )
 
-#: Error codes longer than this (garbage from the wire) are truncated; the metrics
-#: signal counts anything over its own, shorter, limit as ``other``.
-_MAX_ERROR_CODE: Final = 256
+#: Error codes and request ids longer than this (garbage from the wire) are
+#: truncated; the metrics signal counts codes over its own, shorter, limit as ``other``.
+_MAX_WIRE_TEXT: Final = 256
 
 _HOST_CACHE: Final[dict[str, tuple[str, int | None]]] = {}
 _HOST_CACHE_MAX: Final = 1024
@@ -335,7 +335,8 @@ class Handlers:
             if isinstance(parsed, dict):
                 meta = _read_parsed(call, parsed)
                 if meta is not None:
-                    call.extended_request_id = meta.get("HostId")
+                    host_id = meta.get("HostId")
+                    call.extended_request_id = str(host_id)[:_MAX_WIRE_TEXT] if host_id else None
             _read_invocation(call, context)
             extractor = call.op.extractor
             if extractor is None:
@@ -414,14 +415,15 @@ def _read_parsed(target: Attempt | Call, parsed: dict[str, Any]) -> dict[str, An
     """Error code/message and request id from a parsed response; never touches bodies."""
     meta = parsed.get("ResponseMetadata")
     if isinstance(meta, dict):
-        target.request_id = meta.get("RequestId") or None
+        request_id = meta.get("RequestId")
+        target.request_id = str(request_id)[:_MAX_WIRE_TEXT] if request_id else None
     else:
         meta = None
     error = parsed.get("Error")
     if isinstance(error, dict) and error:
         code = error.get("QueryErrorCode") or error.get("Code")
         # A code comes from the wire: bound it (real AWS codes are far shorter).
-        target.error_code = str(code)[:_MAX_ERROR_CODE] if code not in (None, "") else None
+        target.error_code = str(code)[:_MAX_WIRE_TEXT] if code not in (None, "") else None
         message = error.get("Message")
         target.error_message = str(message) if message not in (None, "") else None
     return meta
