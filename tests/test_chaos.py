@@ -139,6 +139,11 @@ def baseline(moto_url: str) -> list[Any]:
     return _workload(session, moto_url)
 
 
+def _sum(registry: CollectorRegistry, name: str) -> float:
+    """A sample summed over all its label sets."""
+    return sum(s.value for m in registry.collect() for s in m.samples if s.name == name)
+
+
 def _errors(registry: CollectorRegistry, event: str) -> float:
     value = registry.get_sample_value("evobs_handler_errors_total", {"event": event})
     return 0.0 if value is None else value
@@ -162,6 +167,11 @@ class _Capture(logging.Handler):
             self.raised += 1
             raise Boom("log handler down")
         self.records.append(record)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [
+            r.msg for r in self.records if isinstance(r.msg, dict) and r.msg.get("event") == name
+        ]
 
     def internal_errors(self) -> list[dict[str, Any]]:
         return [
@@ -226,6 +236,15 @@ class _RaisingSpan(trace.NonRecordingSpan):
 
     def end(self, end_time: int | None = None) -> None:
         self._maybe("end")
+
+    def get_span_context(self) -> trace.SpanContext:
+        self._maybe("context")
+        return trace.SpanContext(
+            trace_id=0x0AF7651916CD43DD8448EB211C80319C,
+            span_id=0xB7AD6B7169203331,
+            is_remote=False,
+            trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+        )
 
 
 class _RaisingTracer(trace.Tracer):
@@ -313,8 +332,13 @@ def test_baseline_is_meaningful(baseline: list[Any]) -> None:
 
 @pytest.mark.parametrize(
     "fail",
-    [frozenset({"start"}), frozenset({"set_attribute"}), frozenset({"end"})],
-    ids=["start", "set_attribute", "end"],
+    [
+        frozenset({"start"}),
+        frozenset({"set_attribute"}),
+        frozenset({"end"}),
+        frozenset({"context"}),
+    ],
+    ids=["start", "set_attribute", "end", "get_span_context"],
 )
 def test_raising_tracer(
     fail: frozenset[str],
@@ -324,7 +348,8 @@ def test_raising_tracer(
     moto_url: str,
     capture: _Capture,
 ) -> None:
-    """Spans that raise on start / set_attribute / end cost only the traces signal."""
+    """Spans that raise on start / set_attribute / end / get_span_context cost only the
+    traces signal: metrics and logs still record every call."""
     provider = _RaisingProvider(fail)
     counting = _CountingSignal()
     handle = evobs.instrument(
@@ -341,9 +366,16 @@ def test_raising_tracer(
     assert len(counting.ended) == N_CALLS
     assert ("S3.ListObjectsV2", "ok", 2) in counting.ended
     assert sum(1 for _, outcome, _ in counting.ended if outcome == "client_error") == 2
+    assert _sum(registry, "aws_sdk_call_duration_seconds_count") == N_CALLS
+    assert _sum(registry, "aws_sdk_call_attempts_total") == N_CALLS + 1
+    assert len(capture.events("aws.call")) == N_CALLS
     if "start" in fail:
         assert _errors(registry, "call_started") == N_CALLS
         assert provider.tracer.started == 0
+    elif "context" in fail:
+        # Nothing but the trace ids can be missing: a log event without them, a sample
+        # without an exemplar.
+        assert provider.tracer.started >= N_CALLS
     else:
         # Every call's span was started and its failure contained at the end.
         assert provider.tracer.started >= N_CALLS
