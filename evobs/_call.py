@@ -236,8 +236,15 @@ class Call:
 
     @property
     def span_context(self) -> Any:
-        """The OpenTelemetry span context of the call's span, if traces are on."""
-        return None if self.span is None else self.span.get_span_context()
+        """The OpenTelemetry span context of the call's span, if traces are on; None also
+        when the tracer's span cannot give one (a broken tracer costs only the traces)."""
+        span = self.span
+        if span is None:
+            return None
+        try:
+            return span.get_span_context()
+        except Exception:
+            return None
 
     def __repr__(self) -> str:
         return f"<Call {self.op.span_name} {self.outcome} attempts={len(self.attempts)}>"

@@ -133,10 +133,9 @@ class LogsSignal:
             }
         fields = static.copy()
         fields["region"] = call.region
-        span = call.span
-        if span is not None:
-            ctx = span.get_span_context()
-            if ctx.is_valid:
+        if call.span is not None:
+            ctx = call.span_context  # None if a broken tracer cannot give one
+            if ctx is not None and ctx.is_valid:
                 fields["trace_id"] = format(ctx.trace_id, "032x")
                 fields["span_id"] = format(ctx.span_id, "016x")
         return fields

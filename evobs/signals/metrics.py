@@ -416,8 +416,8 @@ class MetricsSignal:
             seconds = call.duration_ns * _NS
             exemplar = None
             if self._exemplars and call.span is not None:
-                ctx = call.span.get_span_context()
-                if ctx.trace_flags.sampled:
+                ctx = call.span_context  # None if a broken tracer cannot give one
+                if ctx is not None and ctx.trace_flags.sampled:
                     exemplar = {
                         "trace_id": format(ctx.trace_id, "032x"),
                         "span_id": format(ctx.span_id, "016x"),
