@@ -383,6 +383,34 @@ def test_raising_tracer(
     _logged_once_per_kind(capture)
 
 
+class _NoTracerProvider(trace.TracerProvider):
+    """A tracer provider that cannot even give a tracer."""
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+        raise Boom("get_tracer")
+
+
+def test_tracer_provider_without_tracer(
+    baseline: list[Any],
+    session: boto3.Session,
+    registry: CollectorRegistry,
+    moto_url: str,
+    capture: _Capture,
+) -> None:
+    """A provider whose get_tracer raises: instrument() succeeds, the traces are off,
+    metrics and logs record every call, the failure is counted and logged once."""
+    handle = evobs.instrument(session, tracer_provider=_NoTracerProvider(), registry=registry)
+    try:
+        assert [type(s).__name__ for s in handle.signals] == ["MetricsSignal", "LogsSignal"]
+        assert _workload(session, moto_url) == baseline
+    finally:
+        handle.uninstrument()
+    assert _errors(registry, "instrument") == 1
+    assert _sum(registry, "aws_sdk_call_duration_seconds_count") == N_CALLS
+    assert len(capture.events("aws.call")) == N_CALLS
+    _logged_once_per_kind(capture)
+
+
 @pytest.fixture
 def raising_metrics(monkeypatch: pytest.MonkeyPatch) -> Callable[[tuple[str, ...]], None]:
     """Make the ``aws_sdk_*`` metric children raise on observe (evobs's own counter works)."""
