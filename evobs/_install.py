@@ -275,7 +275,12 @@ def _build_signals(
     if "traces" in names and not _truthy("OTEL_SDK_DISABLED"):
         from .signals.traces import TracesSignal
 
-        out.append(TracesSignal(tracer_provider, options))
+        try:
+            out.append(TracesSignal(tracer_provider, options))
+        except Exception as exc:
+            # A tracer provider that cannot even give a tracer costs only the traces
+            # (DESIGN 5): counted and logged once, metrics and logs carry on.
+            HandlerErrors(registry).record("instrument", exc)
     if "metrics" in names:
         from .signals.metrics import MetricsSignal
 
