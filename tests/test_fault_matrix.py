@@ -247,6 +247,24 @@ ROWS: list[Row] = [
         script=(Fault.throttle(),) * MAX_ATTEMPTS,
     ),
     Row(
+        "5xx-then-ok",
+        _list_tables,
+        None,
+        outcome="ok",
+        server_attempts=3,
+        reason="server_error",
+        script=(Fault.status(500), Fault.status(502)),
+    ),
+    Row(
+        "429-empty-then-ok",
+        _list_tables,
+        None,
+        outcome="ok",
+        server_attempts=2,
+        reason="throttled",
+        script=(Fault.too_many_requests(),),
+    ),
+    Row(
         "reset-then-ok",
         _list_tables,
         None,
@@ -288,6 +306,7 @@ ROWS: list[Row] = [
         EndpointConnectionError,
         outcome="connection_error",
         attempts=MAX_ATTEMPTS,
+        reason="connection_error",
     ),
     Row("4xx", _describe_missing, ClientError, outcome="client_error", server_attempts=1),
     Row(
