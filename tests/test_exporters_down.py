@@ -40,11 +40,11 @@ def telemetry_for(registry: CollectorRegistry) -> Iterator[Any]:
     """``configure`` pointed at a receiver; shut down at the end whatever happened."""
     made: list[Any] = []
 
-    def make(receiver: OTLPReceiver, **kwargs: Any) -> Any:
+    def make(receiver: OTLPReceiver, path: str = "/v1/traces", **kwargs: Any) -> Any:
         telemetry = evobs.configure(
             "evobs-reliability",
             traces="otlp",
-            otlp_endpoint=receiver.url,
+            otlp_endpoint=receiver.base_url + path,
             export_timeout=kwargs.pop("export_timeout", 0.5),
             metrics_port=None,
             logs=None,
@@ -76,7 +76,7 @@ def _settled(registry: CollectorRegistry) -> None:
     )
 
 
-@pytest.mark.parametrize("mode", ["refuse", "hang"])
+@pytest.mark.parametrize("mode", ["refuse", "hang", "reject"])
 def test_collector_down_calls_unaffected_and_drops_counted(
     mode: str,
     session: boto3.Session,
@@ -84,15 +84,18 @@ def test_collector_down_calls_unaffected_and_drops_counted(
     moto_url: str,
     telemetry_for: Any,
 ) -> None:
-    """Refusing or hanging collector: calls unchanged, every span counted as dropped."""
+    """Refusing, hanging or rejecting (HTTP 404) collector: calls unchanged, every span
+    counted as dropped."""
     expected = _calls(
         boto3.Session(
             aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
         ),
         moto_url,
     )
-    with otlp_receiver(mode) as receiver:  # type: ignore[arg-type]
-        telemetry = telemetry_for(receiver)
+    receiver_mode = "accept" if mode == "reject" else mode
+    path = "/v1/no-such-path" if mode == "reject" else "/v1/traces"
+    with otlp_receiver(receiver_mode) as receiver:  # type: ignore[arg-type]
+        telemetry = telemetry_for(receiver, path)
         telemetry.instrument(session)
         assert _calls(session, moto_url) == expected
         _settled(registry)
