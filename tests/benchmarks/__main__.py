@@ -368,6 +368,7 @@ def targets(rows: dict[Key, Row], processors: Sequence[str]) -> list[str]:
         "| floor µs (bare SDK spans, same span contract) | floor ÷ peer |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    notes: list[str] = []
     for workload, variant, ceiling in TARGETS:
         for processor in processors:
             key = Key(workload, variant, processor)
@@ -388,6 +389,14 @@ def targets(rows: dict[Key, Row], processors: Sequence[str]) -> list[str]:
                 f"| {_fmt(theirs.median if theirs else None)} | {_fmt(ratio, '.2f')} | {met} "
                 f"| {_fmt(floor.median if floor else None)} | {_fmt(floor_ratio, '.2f')} |"
             )
+            if floor_ratio is not None and floor_ratio > ceiling:
+                notes.append(
+                    f"- {workload}, {processor}: the ceiling {ceiling:g} x peer lies below the "
+                    f"floor: bare SDK spans alone (what evobs's span contract needs, nothing "
+                    f"else) already add {floor_ratio:.2f} x the peer's overhead."
+                )
+    if notes:
+        lines += ["", *notes]
     return lines
 
 
