@@ -232,7 +232,16 @@ def test_soak_structures_flat(zero_jitter: None, registry: CollectorRegistry) ->
     exporter = _CountingExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    handle = evobs.instrument(session, tracer_provider=provider, registry=registry)
+    # Every optional path on: params rendered (redaction plans), every call "slow" (an
+    # extra log event), expected errors (their own span status and log level).
+    handle = evobs.instrument(
+        session,
+        tracer_provider=provider,
+        registry=registry,
+        capture_params=True,
+        slow_call_seconds=1e-9,
+        expected_errors={"S3.HeadObject": {"404"}},
+    )
 
     class _Count(logging.Handler):
         def __init__(self) -> None:
