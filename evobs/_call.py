@@ -99,6 +99,8 @@ class Attempt:
         self.http_status: int | None = None
         self.error_code: str | None = None
         self.error_message: str | None = None
+        #: Set while in flight, dropped after call_ended (its traceback holds botocore's
+        #: frames, which hold the context holding this record: a reference cycle).
         self.exception: BaseException | None = None
         self.request_id: str | None = None
         self.outcome: str | None = None
@@ -176,6 +178,8 @@ class Call:
         self.http_status: int | None = None
         self.error_code: str | None = None
         self.error_message: str | None = None
+        #: Set while in flight, dropped after call_ended (its traceback holds botocore's
+        #: frames, which hold the context holding this record: a reference cycle).
         self.exception: BaseException | None = None
         self.request_id: str | None = None
         self.extended_request_id: str | None = None
