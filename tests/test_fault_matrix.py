@@ -310,6 +310,15 @@ ROWS: list[Row] = [
     ),
     Row("4xx", _describe_missing, ClientError, outcome="client_error", server_attempts=1),
     Row(
+        "s3-slowdown-then-ok",
+        _s3_list,
+        None,
+        outcome="ok",
+        server_attempts=2,
+        reason="throttled",
+        script=(Fault.throttle(),),
+    ),
+    Row(
         "s3-200-with-error-then-ok",
         _s3_list,
         None,
