@@ -389,11 +389,20 @@ def targets(rows: dict[Key, Row], processors: Sequence[str]) -> list[str]:
                 f"| {_fmt(theirs.median if theirs else None)} | {_fmt(ratio, '.2f')} | {met} "
                 f"| {_fmt(floor.median if floor else None)} | {_fmt(floor_ratio, '.2f')} |"
             )
+            core_key = Key(workload, "evobs-core", None)
+            core = overhead(rows[core_key], "cpu_us") if core_key in rows else None
             if floor_ratio is not None and floor_ratio > ceiling:
                 notes.append(
                     f"- {workload}, {processor}: the ceiling {ceiling:g} x peer lies below the "
                     f"floor: bare SDK spans alone (what evobs's span contract needs, nothing "
                     f"else) already add {floor_ratio:.2f} x the peer's overhead."
+                )
+            elif floor and core and theirs and floor.median + core.median > ceiling * theirs.median:
+                notes.append(
+                    f"- {workload}, {processor}: bare SDK spans ({floor.median:.1f} µs) plus "
+                    f"evobs's handlers with no signal ({core.median:.1f} µs: the call record "
+                    f"and its timings) already exceed {ceiling:g} x peer "
+                    f"({ceiling * theirs.median:.1f} µs)."
                 )
     if notes:
         lines += ["", *notes]
