@@ -31,10 +31,11 @@ DEADLINE_S = 120.0
 def _run_workers(
     call: Callable[[int, int], str], toggle: Callable[[], None]
 ) -> tuple[list[BaseException], int, int]:
-    """Workers make calls while the main thread toggles instrumentation; polls to a deadline."""
+    """Workers make calls while the main thread toggles instrumentation, once per call
+    completed (so every toggle lands while other calls are in flight); to a deadline."""
     failures: list[BaseException] = []
     done = [0] * WORKERS
-    stop = threading.Event()
+    progress = threading.Condition()
 
     def worker(index: int) -> None:
         before = otel_context.get_current()
@@ -43,19 +44,26 @@ def _run_workers(
                 account = call(index, n)
                 assert account == "123456789012", account
                 assert otel_context.get_current() == before, "context leaked by a call"
-                done[index] += 1
+                with progress:
+                    done[index] += 1
+                    progress.notify()
         except BaseException as exc:
             failures.append(exc)
         finally:
-            if sum(done) == WORKERS * CALLS or failures:
-                stop.set()
+            with progress:
+                progress.notify()
 
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(WORKERS)]
     for thread in threads:
         thread.start()
     toggles = 0
+    seen = 0
     deadline = time.monotonic() + DEADLINE_S
     while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+        with progress:
+            if sum(done) == seen:
+                progress.wait(timeout=1.0)
+            seen = sum(done)
         toggle()
         toggles += 1
     for thread in threads:
@@ -144,3 +152,55 @@ def test_shared_client_toggled_while_in_use(
     before = recorder.started
     client.get_caller_identity()
     assert recorder.started == before
+
+
+def test_instrumented_and_uninstrumented_inside_one_call(
+    session: boto3.Session, recorder: Any, registry: CollectorRegistry, moto_url: str
+) -> None:
+    """The race made deterministic: another thread instruments the client while a call is
+    between entering it and before-call, and uninstruments it before after-call. The call
+    has no safety net (it entered the client before the class swap): it must not be
+    recorded, rather than leave a span open and its context attached to the thread."""
+    client = session.client("sts", endpoint_url=moto_url)
+    state: dict[str, Any] = {}
+
+    def instrument_now(**_: Any) -> None:
+        state["handle"] = evobs.instrument(
+            client, tracer_provider=recorder.provider, registry=registry
+        )
+
+    def uninstrument_now(**_: Any) -> None:
+        state["handle"].uninstrument()
+
+    client.meta.events.register("provide-client-params.sts.GetCallerIdentity", instrument_now)
+    client.meta.events.register("before-send.sts.GetCallerIdentity", uninstrument_now)
+    before = otel_context.get_current()
+    assert client.get_caller_identity()["Account"] == "123456789012"
+    assert otel_context.get_current() == before, "the call left its span's context attached"
+    assert "handle" in state and not state["handle"].enabled
+    _settled(recorder, registry)
+    assert recorder.started == 0
+
+
+def test_instrumented_mid_call_then_recorded_from_the_next_call(
+    session: boto3.Session, recorder: Any, registry: CollectorRegistry, moto_url: str
+) -> None:
+    """Instrumented while a call is in flight: that call is skipped, the next is recorded."""
+    client = session.client("sts", endpoint_url=moto_url)
+    state: dict[str, Any] = {}
+
+    def instrument_once(**_: Any) -> None:
+        if "handle" not in state:
+            state["handle"] = evobs.instrument(
+                client, tracer_provider=recorder.provider, registry=registry
+            )
+
+    client.meta.events.register("provide-client-params.sts.GetCallerIdentity", instrument_once)
+    try:
+        client.get_caller_identity()
+        assert recorder.started == recorder.ended == 0
+        client.get_caller_identity()
+        assert [s.name for s in recorder.spans] == ["STS.GetCallerIdentity"]
+    finally:
+        state["handle"].uninstrument()
+    _settled(recorder, registry)
