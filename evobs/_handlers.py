@@ -449,7 +449,9 @@ def exit_call_frame(
     error: BaseException | None,
 ) -> None:
     try:
-        if frame:
-            handlers.abandon(frame, error)
+        for call in frame:
+            if not call.ended:  # rare: a path with no after-call event
+                handlers.abandon(frame, error)
+                break
     finally:
         _CALL_FRAME.reset(token)

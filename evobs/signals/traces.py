@@ -3,8 +3,8 @@
 The call span is back-dated to provide-client-params and made current from
 before-call to the end of the call, so nested calls (an AssumeRole refresh),
 HTTP-level instrumentation and user handlers see it as their parent.
-Attempt spans are created lazily, only for calls that took more than one
-attempt: the happy path pays for one span.
+Attempt spans and retry events are created lazily, at the end of calls that
+took more than one attempt: the happy path pays for one span.
 """
 
 from __future__ import annotations
@@ -76,24 +76,6 @@ class TracesSignal:
         if extractor is not None and call.params is not None and span.is_recording():
             span.set_attributes(extractor.request(call.params, self._options))
 
-    def attempt_started(self, call: Call, attempt: Attempt) -> None:
-        if attempt.number == 1:
-            return
-        span = call.span
-        if span is None or not span.is_recording():
-            return
-        previous = call.attempts[attempt.number - 2]
-        backoff_ns = attempt.start_ns - (previous.end_ns or attempt.start_ns)
-        span.add_event(
-            "aws.sdk.retry",
-            {
-                "aws.sdk.attempt": attempt.number,
-                "aws.sdk.retry.reason": previous.outcome or "error",
-                "aws.sdk.retry_backoff_ms": backoff_ns / _NS_PER_MS,
-            },
-            timestamp=attempt.start_ns + WALL_OFFSET_NS,
-        )
-
     def call_ended(self, call: Call) -> None:
         span = call.span
         if span is None:
@@ -112,6 +94,8 @@ class TracesSignal:
 
     def _annotate(self, span: Any, call: Call) -> None:
         attempts = call.attempts
+        if len(attempts) > 1:
+            _retry_events(span, attempts)
         attributes: dict[str, Any] = {
             "aws.sdk.attempts": len(attempts),
             "aws.sdk.retry_backoff_ms": call.backoff_ns / _NS_PER_MS,
@@ -170,6 +154,7 @@ class TracesSignal:
         parent_context = trace.set_span_in_context(parent)
         name = f"{call.op.span_name} attempt"
         end_default = call.end_ns or call.start_ns
+        redacted: dict[str, str] = {}  # retries usually repeat one message
         for attempt in call.attempts:
             attributes: dict[str, Any] = {
                 "http.request.resend_count": attempt.number - 1,
@@ -199,13 +184,30 @@ class TracesSignal:
                     ),
                 )
             if attempt.outcome not in (None, "ok"):
-                child.set_status(
-                    Status(
-                        StatusCode.ERROR,
-                        f"{error_type}: {redact_text(attempt.error_message or '', call)}",
-                    )
-                )
+                message = attempt.error_message or ""
+                safe = redacted.get(message)
+                if safe is None:
+                    safe = redacted[message] = redact_text(message, call)
+                child.set_status(Status(StatusCode.ERROR, f"{error_type}: {safe}"))
             child.end(end_time=(attempt.end_ns or end_default) + WALL_OFFSET_NS)
+
+
+def _retry_events(span: Any, attempts: list[Attempt]) -> None:
+    """One ``aws.sdk.retry`` event per retry, stamped when the retry started; recorded
+    at the end of the call, like the attempt spans, so the call pays nothing meanwhile."""
+    previous = attempts[0]
+    for attempt in attempts[1:]:
+        backoff_ns = attempt.start_ns - (previous.end_ns or attempt.start_ns)
+        span.add_event(
+            "aws.sdk.retry",
+            {
+                "aws.sdk.attempt": attempt.number,
+                "aws.sdk.retry.reason": previous.outcome or "error",
+                "aws.sdk.retry_backoff_ms": backoff_ns / _NS_PER_MS,
+            },
+            timestamp=attempt.start_ns + WALL_OFFSET_NS,
+        )
+        previous = attempt
 
 
 def _span_kind(op: Operation) -> SpanKind:
