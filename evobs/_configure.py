@@ -59,6 +59,9 @@ DEFAULT_EXPORT_BATCH_SIZE: Final = 512
 DEFAULT_SCHEDULE_DELAY_MS: Final = 1000
 #: ``Telemetry.shutdown()`` returns after this long at most, flushed or not.
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 5.0
+#: After a timed-out shutdown, how long the export thread gets to fail (and count) what
+#: it still holds once the exporter is shut down; it no longer waits on the network then.
+_ABANDON_GRACE_SECONDS: Final = 1.0
 
 _DEFAULT_OTLP_BASE: Final = "http://localhost:4318"
 _TRACES_PATH: Final = "/v1/traces"
@@ -385,7 +388,7 @@ class Telemetry:
         provider = self.tracer_provider
         if provider is None:
             return True
-        return _bounded(lambda: provider.force_flush(int(timeout * 1000)), timeout)
+        return _bounded(lambda: provider.force_flush(int(timeout * 1000)), timeout)[0]
 
     def shutdown(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> bool:
         """Flush and stop everything configure() started; returns within ``timeout`` seconds.
@@ -409,15 +412,17 @@ class Telemetry:
         flushed = True
         provider = self.tracer_provider
         if provider is not None:
-            flushed = _bounded(provider.shutdown, timeout)
+            flushed, flushing = _bounded(provider.shutdown, timeout)
             if not flushed and self._span_processor is not None:
-                # Abort the exporter's retry back-off so the worker thread ends soon.
+                # Abort the exporter's retry back-off so the worker thread ends soon: the
+                # spans still queued then fail at once and are counted as dropped.
                 exporter = getattr(self._span_processor.processor, "span_exporter", None)
                 try:
                     if exporter is not None:
                         exporter.shutdown()
                 except Exception:  # best effort on a stuck exporter
                     pass
+                flushing.join(_ABANDON_GRACE_SECONDS)
         server, self.metrics_server = self.metrics_server, None
         if server is not None:
             server.shutdown()
@@ -443,7 +448,7 @@ class Telemetry:
         )
 
 
-def _bounded(func: Any, timeout: float) -> bool:
+def _bounded(func: Any, timeout: float) -> tuple[bool, threading.Thread]:
     """Run ``func`` on a daemon thread and wait ``timeout`` seconds at most."""
     result: list[Any] = []
 
@@ -458,8 +463,8 @@ def _bounded(func: Any, timeout: float) -> bool:
     thread.start()
     thread.join(max(timeout, 0.0))
     if thread.is_alive():
-        return False
-    return result[0] is not False
+        return False, thread
+    return result[0] is not False, thread
 
 
 # -- configure ------------------------------------------------------------------------------

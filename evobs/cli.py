@@ -126,6 +126,7 @@ class _DemoRun:
         self.args = args
         self.console = console
         self._flushed = True
+        self._spans_seen = 0
 
     def run(self) -> int:
         from prometheus_client import CollectorRegistry
@@ -172,6 +173,12 @@ class _DemoRun:
                     "[yellow]Some spans could not be exported before exit "
                     f"(is the collector at {telemetry.otlp_endpoint} up?)[/]"
                 )
+            if telemetry.otlp_endpoint:
+                # The final count, after shutdown: every span is either exported or dropped.
+                self.console.print(
+                    f"OTLP export: {self._spans_seen:,} spans, "
+                    f"{telemetry.spans_dropped:,.0f} dropped"
+                )
 
     def _run(self, telemetry: Any, registry: Any, logs: Any) -> int:
         from opentelemetry.sdk.trace import TracerProvider
@@ -208,6 +215,7 @@ class _DemoRun:
                 interrupted = self._live(workload, collector, logs, header, args.duration)
                 wall = time.monotonic() - started
                 self._flushed = telemetry.force_flush(timeout=3.5)
+                self._spans_seen = collector.spans_seen
                 render_summary(
                     console,
                     collector,
