@@ -11,12 +11,11 @@ import logging
 import threading
 from typing import Any, Final
 
-import structlog
 from prometheus_client import CollectorRegistry, Counter
 
 from ._registry import family
 
-__all__ = ["STDLIB_LOGGER", "EventDict", "HandlerErrors", "logger"]
+__all__ = ["STDLIB_LOGGER", "EventDict", "HandlerErrors", "get_logger"]
 
 STDLIB_LOGGER: Final = logging.getLogger("evobs")
 if not any(isinstance(h, logging.NullHandler) for h in STDLIB_LOGGER.handlers):
@@ -47,20 +46,43 @@ def _readable(_: Any, __: str, event_dict: Any) -> EventDict:
     return EventDict(event_dict)
 
 
-#: structlog bound to ``logging.getLogger("evobs")``. The last processor hands the
-#: event dict to stdlib, so apps with structlog's ProcessorFormatter get the dict
-#: and plain logging apps get a readable record.
-logger: Final = structlog.wrap_logger(
-    STDLIB_LOGGER,
-    processors=[
-        structlog.stdlib.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _readable,
-        structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-    ],
-    wrapper_class=structlog.stdlib.BoundLogger,
-    cache_logger_on_first_use=True,
-)
+_LOGGER: Any = None
+_LOGGER_LOCK: Final = threading.Lock()
+
+
+def get_logger() -> Any:
+    """structlog bound to ``logging.getLogger("evobs")``, built on first use.
+
+    The last processor hands the event dict to stdlib, so apps with structlog's
+    ProcessorFormatter get the dict and plain logging apps get a readable record.
+    structlog is imported here, not at ``import evobs``: it costs ~50 ms, which a
+    Lambda cold start with the logs signal off should not pay.
+    """
+    global _LOGGER
+    if _LOGGER is None:
+        with _LOGGER_LOCK:
+            if _LOGGER is None:
+                import structlog
+
+                _LOGGER = structlog.wrap_logger(
+                    STDLIB_LOGGER,
+                    processors=[
+                        structlog.stdlib.add_log_level,
+                        structlog.processors.TimeStamper(fmt="iso", utc=True),
+                        _readable,
+                        structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+                    ],
+                    wrapper_class=structlog.stdlib.BoundLogger,
+                    cache_logger_on_first_use=True,
+                )
+    return _LOGGER
+
+
+def __getattr__(name: str) -> Any:
+    # ``from evobs._log import logger`` keeps working, lazily.
+    if name == "logger":
+        return get_logger()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class HandlerErrors:
@@ -94,7 +116,7 @@ class HandlerErrors:
                 if key in self._seen or len(self._seen) > 256:
                     return
                 self._seen.add(key)
-            logger.error(
+            get_logger().error(
                 "evobs.internal_error",
                 evobs_event=event,
                 error_type=type(exc).__name__,

@@ -21,6 +21,7 @@ import errno
 import os
 import threading
 import weakref
+from bisect import bisect_left
 from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -80,6 +81,7 @@ LOCAL_BUCKETS: Final = (
 )
 
 _NS: Final = 1e-9
+_EXEMPLAR_INTERVAL_NS: Final = 1_000_000_000
 
 
 def _multiprocess() -> bool:
@@ -322,8 +324,10 @@ class MetricsSignal:
     """Renders call records as the Prometheus families of DESIGN section 4."""
 
     __slots__ = (
+        "_buckets",
         "_clients",
         "_error_types",
+        "_exemplar_due",
         "_exemplars",
         "_families",
         "_lock",
@@ -339,6 +343,10 @@ class MetricsSignal:
         self._error_types = _error_types(self._families.errors)
         # prometheus_client keeps no exemplars in multiprocess mode: build none.
         self._exemplars = not _multiprocess()
+        self._buckets = tuple(options.duration_buckets)
+        # id(histogram child) -> per bucket, the perf_counter_ns before which its
+        # exemplar is fresh enough: at most one new exemplar per bucket per second.
+        self._exemplar_due: dict[int, list[int]] = {}
         self._lock = threading.Lock()
         self._ops: dict[Operation, _Op] = {}
         self._services: dict[str, _Service] = {}
@@ -416,12 +424,7 @@ class MetricsSignal:
             seconds = call.duration_ns * _NS
             exemplar = None
             if self._exemplars and call.span is not None:
-                ctx = call.span_context  # None if a broken tracer cannot give one
-                if ctx is not None and ctx.trace_flags.sampled:
-                    exemplar = {
-                        "trace_id": format(ctx.trace_id, "032x"),
-                        "span_id": format(ctx.span_id, "016x"),
-                    }
+                exemplar = self._exemplar(child, seconds, call)
             child.observe(seconds, exemplar)
             if call.serialized_ns is not None:
                 m.serialization.observe((call.serialized_ns - call.start_ns) * _NS)
@@ -431,6 +434,27 @@ class MetricsSignal:
         finally:
             # Whatever failed above, in-flight goes back where it was.
             m.svc.in_flight.dec()
+
+    def _exemplar(self, child: Any, seconds: float, call: Call) -> dict[str, str] | None:
+        """The call's trace as exemplar, unless its bucket got one less than a second ago.
+
+        Prometheus keeps one exemplar per bucket per scrape, so building (and having
+        prometheus_client validate) one per call is wasted work on a busy client; a rare
+        slow bucket still gets the exemplar of its first call every time.
+        """
+        due = self._exemplar_due.get(id(child))
+        if due is None:
+            # One slot per bucket (and +Inf), allocated with the series: flat afterwards.
+            due = self._exemplar_due[id(child)] = [0] * (len(self._buckets) + 1)
+        index = bisect_left(self._buckets, seconds)
+        now = call.end_ns or 0
+        if now < due[index]:
+            return None
+        ctx = call.span_context  # None if a broken tracer cannot give one
+        if ctx is None or not ctx.trace_flags.sampled:
+            return None
+        due[index] = now + _EXEMPLAR_INTERVAL_NS
+        return {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
 
     def client_created(self, event: ClientCreated) -> None:
         children = self._clients.get(event.service)
