@@ -262,6 +262,30 @@ def _key_json(key: object) -> str:
     return json.dumps(f"<{type(key).__name__}>")
 
 
+def _put_object(w: _Writer, mapping: dict[Any, Any], put_value: Any) -> None:
+    """``{"k":v,...}`` with each value written by ``put_value(key, value)``."""
+    w.put("{")
+    first = True
+    for k, v in mapping.items():
+        if not first:
+            w.put(",")
+        first = False
+        w.put(_key_json(k))
+        w.put(":")
+        put_value(k, v)
+    w.put("}")
+
+
+def _put_array(w: _Writer, values: Any, put_value: Any) -> None:
+    """``[v,...]`` with each value written by ``put_value(value)``."""
+    w.put("[")
+    for i, v in enumerate(values):
+        if i:
+            w.put(",")
+        put_value(v)
+    w.put("]")
+
+
 def _render(node: _Node, value: Any, w: _Writer, depth: int) -> None:
     kind = node.kind
     if kind == _SECRET:
@@ -281,43 +305,24 @@ def _render(node: _Node, value: Any, w: _Writer, depth: int) -> None:
         return
     if kind == _STRUCT:
         if isinstance(value, dict):
-            w.put("{")
             members = node.members
-            first = True
-            for k, v in value.items():
-                if not first:
-                    w.put(",")
-                first = False
-                w.put(_key_json(k))
-                w.put(":")
+
+            def member(k: Any, v: Any) -> None:
                 child = members.get(k) if isinstance(k, str) else None
                 if child is None:
                     w.put(_UNMODELED_JSON)
                 else:
                     _render(child, v, w, depth + 1)
-            w.put("}")
+
+            _put_object(w, value, member)
             return
     elif kind in (_LIST, _MAP) and node.item is not None:
         item = node.item
         if kind == _LIST and isinstance(value, list | tuple):
-            w.put("[")
-            for i, v in enumerate(value):
-                if i:
-                    w.put(",")
-                _render(item, v, w, depth + 1)
-            w.put("]")
+            _put_array(w, value, lambda v: _render(item, v, w, depth + 1))
             return
         if kind == _MAP and isinstance(value, dict):
-            w.put("{")
-            first = True
-            for k, v in value.items():
-                if not first:
-                    w.put(",")
-                first = False
-                w.put(_key_json(k))
-                w.put(":")
-                _render(item, v, w, depth + 1)
-            w.put("}")
+            _put_object(w, value, lambda _k, v: _render(item, v, w, depth + 1))
             return
     elif kind == _LEAF:
         _generic(value, w, depth)
@@ -352,23 +357,9 @@ def _generic(value: Any, w: _Writer, depth: int) -> None:
     elif depth > _MAX_DEPTH:
         w.put(_DEEP)
     elif isinstance(value, dict):
-        w.put("{")
-        first = True
-        for k, v in value.items():
-            if not first:
-                w.put(",")
-            first = False
-            w.put(_key_json(k))
-            w.put(":")
-            _generic(v, w, depth + 1)
-        w.put("}")
+        _put_object(w, value, lambda _k, v: _generic(v, w, depth + 1))
     elif isinstance(value, list | tuple):
-        w.put("[")
-        for i, v in enumerate(value):
-            if i:
-                w.put(",")
-            _generic(v, w, depth + 1)
-        w.put("]")
+        _put_array(w, value, lambda v: _generic(v, w, depth + 1))
     elif isinstance(value, datetime.datetime | datetime.date):
         w.put(json.dumps(value.isoformat()))
     elif isinstance(value, decimal.Decimal):
