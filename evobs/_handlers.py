@@ -254,7 +254,8 @@ class Handlers:
             attempts.append(attempt)
             if not _SEND_HAS_CONTEXT:
                 _CURRENT_ATTEMPT.set(attempt)
-            self._deliver("attempt_started", self.fanout.attempt_started, call, attempt)
+            if self.fanout.attempt_started:
+                self._deliver("attempt_started", self.fanout.attempt_started, call, attempt)
         except Exception as exc:
             self.errors.record("request-created", exc)
 
@@ -305,7 +306,8 @@ class Handlers:
                 attempt.exception,
                 call.op.modeled_throttling,
             )
-            self._deliver("attempt_ended", self.fanout.attempt_ended, call, attempt)
+            if self.fanout.attempt_ended:
+                self._deliver("attempt_ended", self.fanout.attempt_ended, call, attempt)
         except Exception as exc:
             self.errors.record("needs-retry", exc)
 

@@ -106,19 +106,16 @@ class Extractor:
         self.finish = spec.finishes.get(name)
         self.links = spec.links.get(name)
 
-    def request(self, params: dict[str, Any], options: Options) -> dict[str, Any]:
-        """Request attributes, for a sampled span."""
-        attrs = self.static.copy()
+    def request(self, params: dict[str, Any], options: Options, attrs: dict[str, Any]) -> None:
+        """Adds the request attributes (not ``static``, which the span starts with) to
+        ``attrs``; for a sampled span only."""
         if self._request is not None:
             self._request(self.name, params, options, attrs)
-        return attrs
 
-    def response(self, parsed: dict[str, Any]) -> dict[str, Any]:
-        """Response attributes, for a sampled span."""
-        attrs: dict[str, Any] = {}
+    def response(self, parsed: dict[str, Any], attrs: dict[str, Any]) -> None:
+        """Adds the response attributes to ``attrs``; for a sampled span only."""
         if self._response is not None:
             self._response(self.name, parsed, attrs)
-        return attrs
 
     def __repr__(self) -> str:
         return f"<Extractor {self.name}>"

@@ -15,17 +15,17 @@ if TYPE_CHECKING:
     from .._options import Options
 
 # param -> attribute, copied when present with a scalar value.
-_SCALARS = (
-    ("IndexName", "aws.dynamodb.index_name"),
-    ("Limit", "aws.dynamodb.limit"),
-    ("ConsistentRead", "aws.dynamodb.consistent_read"),
-    ("ProjectionExpression", "aws.dynamodb.projection"),
-    ("Select", "aws.dynamodb.select"),
-    ("Segment", "aws.dynamodb.segment"),
-    ("TotalSegments", "aws.dynamodb.total_segments"),
-    ("ScanIndexForward", "aws.dynamodb.scan_forward"),
-    ("ExclusiveStartTableName", "aws.dynamodb.exclusive_start_table"),
-)
+_SCALARS = {
+    "IndexName": "aws.dynamodb.index_name",
+    "Limit": "aws.dynamodb.limit",
+    "ConsistentRead": "aws.dynamodb.consistent_read",
+    "ProjectionExpression": "aws.dynamodb.projection",
+    "Select": "aws.dynamodb.select",
+    "Segment": "aws.dynamodb.segment",
+    "TotalSegments": "aws.dynamodb.total_segments",
+    "ScanIndexForward": "aws.dynamodb.scan_forward",
+    "ExclusiveStartTableName": "aws.dynamodb.exclusive_start_table",
+}
 
 
 def _static(name: str) -> dict[str, Any]:
@@ -54,16 +54,16 @@ def _tables(params: dict[str, Any]) -> list[str]:
 def _request(name: str, params: dict[str, Any], options: Options, attrs: dict[str, Any]) -> None:
     tables = _tables(params)
     if tables:
-        attrs["aws.dynamodb.table_names"] = tables
+        attrs["aws.dynamodb.table_names"] = tuple(tables)  # immutable, as the SDK stores it
         if len(tables) == 1 and _semconv.DATABASE != _semconv.OLD:
             attrs["db.collection.name"] = tables[0]
-    for param, attribute in _SCALARS:
-        value = params.get(param)
+    for param in _SCALARS.keys() & params.keys():  # usually none or one: no scan of all nine
+        value = params[param]
         if isinstance(value, str | int | bool):
-            attrs[attribute] = value
+            attrs[_SCALARS[param]] = value
     to_get = params.get("AttributesToGet")
     if isinstance(to_get, list):
-        attrs["aws.dynamodb.attributes_to_get"] = [str(a) for a in to_get]
+        attrs["aws.dynamodb.attributes_to_get"] = tuple(str(a) for a in to_get)
 
 
 def _response(name: str, parsed: dict[str, Any], attrs: dict[str, Any]) -> None:
@@ -71,9 +71,9 @@ def _response(name: str, parsed: dict[str, Any], attrs: dict[str, Any]) -> None:
     if isinstance(capacity, dict):
         capacity = [capacity]
     if isinstance(capacity, list) and capacity:
-        attrs["aws.dynamodb.consumed_capacity"] = [
+        attrs["aws.dynamodb.consumed_capacity"] = tuple(
             json.dumps(c, sort_keys=True, default=str) for c in capacity
-        ]
+        )
     for field, attribute in (
         ("Count", "aws.dynamodb.count"),
         ("ScannedCount", "aws.dynamodb.scanned_count"),

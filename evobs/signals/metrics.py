@@ -395,28 +395,12 @@ class MetricsSignal:
         m = self._ops.get(call.op) or self._op(call.op)
         m.svc.in_flight.inc()
 
-    def attempt_started(self, call: Call, attempt: Attempt) -> None:
-        m = self._ops.get(call.op) or self._op(call.op)
-        m.attempts.inc()
-        number = attempt.number
-        if number > 1:
-            previous = call.attempts[number - 2]
-            reason = previous.outcome
-            child = m.retries.get(reason) or self._retry_child(m, reason)
-            child.inc()
-            if previous.end_ns is not None:
-                m.svc.backoff.observe(max(attempt.start_ns - previous.end_ns, 0) * _NS)
-
-    def attempt_ended(self, call: Call, attempt: Attempt) -> None:
-        m = self._ops.get(call.op) or self._op(call.op)
-        if attempt.end_ns is not None:
-            m.attempt_duration.observe((attempt.end_ns - attempt.start_ns) * _NS)
-        if attempt.sent_ns is not None:
-            m.svc.signing.observe((attempt.sent_ns - attempt.start_ns) * _NS)
-
     def call_ended(self, call: Call) -> None:
         m = self._ops.get(call.op) or self._op(call.op)
         try:
+            attempts = call.attempts
+            if attempts:
+                self._attempts(m, attempts)
             outcome = call.outcome
             child = m.durations.get((call.region, outcome)) or self._duration_child(
                 m, call.region, outcome
@@ -434,6 +418,23 @@ class MetricsSignal:
         finally:
             # Whatever failed above, in-flight goes back where it was.
             m.svc.in_flight.dec()
+
+    def _attempts(self, m: _Op, attempts: list[Attempt]) -> None:
+        """Attempts, retries and their timings, recorded when the call ends (once per
+        call instead of at every attempt: the in-flight gauge shows calls still retrying)."""
+        m.attempts.inc(len(attempts))
+        previous: Attempt | None = None
+        for attempt in attempts:
+            if attempt.end_ns is not None:
+                m.attempt_duration.observe((attempt.end_ns - attempt.start_ns) * _NS)
+            if attempt.sent_ns is not None:
+                m.svc.signing.observe((attempt.sent_ns - attempt.start_ns) * _NS)
+            if previous is not None:
+                reason = previous.outcome
+                (m.retries.get(reason) or self._retry_child(m, reason)).inc()
+                if previous.end_ns is not None:
+                    m.svc.backoff.observe(max(attempt.start_ns - previous.end_ns, 0) * _NS)
+            previous = attempt
 
     def _exemplar(self, child: Any, seconds: float, call: Call) -> dict[str, str] | None:
         """The call's trace as exemplar, unless its bucket got one less than a second ago.

@@ -4,7 +4,9 @@ The call span is back-dated to provide-client-params and made current from
 before-call to the end of the call, so nested calls (an AssumeRole refresh),
 HTTP-level instrumentation and user handlers see it as their parent.
 Attempt spans and retry events are created lazily, at the end of calls that
-took more than one attempt: the happy path pays for one span.
+took more than one attempt: the happy path pays for one span. With the SDK's
+own tracer, spans take the cheap path of ``_spans``; any other tracer is used
+through the API. Both go through the same code here.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from .._call import WALL_OFFSET_NS
 from .._redact import error_message, redact_text, redact_traceback, render_params
 from .._version import __version__
 from ..services import rpc_attributes
+from ._spans import SdkPipeline, SdkSpan, exception_type
 
 if TYPE_CHECKING:
     from .._call import Attempt, Call
@@ -35,12 +38,14 @@ _MAX_STACKTRACE: Final = 16384
 class TracesSignal:
     """Renders call records as OpenTelemetry spans."""
 
-    __slots__ = ("_attrs", "_options", "_tracer")
+    __slots__ = ("_attrs", "_options", "_pipeline", "_tracer")
 
     name = "traces"
 
     def __init__(self, tracer_provider: trace.TracerProvider | None, options: Options) -> None:
         self._tracer = trace.get_tracer("evobs", __version__, tracer_provider=tracer_provider)
+        #: The SDK's own tracer gets the cheap span path; None: the API, as is.
+        self._pipeline = SdkPipeline.of(self._tracer)
         self._options = options
         # Per-operation constant attributes and span kind, built once.
         self._attrs: dict[Operation, tuple[dict[str, Any], SpanKind]] = {}
@@ -48,11 +53,26 @@ class TracesSignal:
     def _static(self, op: Operation) -> tuple[dict[str, Any], SpanKind]:
         static = self._attrs.get(op)
         if static is None:
-            static = self._attrs[op] = (
-                rpc_attributes(op.service, op.name),  # honours OTEL_SEMCONV_STABILITY_OPT_IN
-                _span_kind(op),
-            )
+            attributes = rpc_attributes(op.service, op.name)  # OTEL_SEMCONV_STABILITY_OPT_IN
+            if op.extractor is not None:
+                attributes.update(op.extractor.static)
+            static = self._attrs[op] = (attributes, _span_kind(op))
         return static
+
+    def _start_span(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        start_time: int,
+        context: otel_context.Context | None = None,
+    ) -> Any:
+        pipeline = self._pipeline
+        if pipeline is not None:
+            return pipeline.start(name, kind, attributes, start_time, context)
+        return self._tracer.start_span(
+            name, context=context, kind=kind, attributes=attributes, start_time=start_time
+        )
 
     def call_started(self, call: Call) -> None:
         attrs, kind = self._static(call.op)
@@ -64,17 +84,25 @@ class TracesSignal:
             attributes["server.port"] = call.server_port
         if call.http_method is not None:
             attributes["http.request.method"] = call.http_method
-        span = self._tracer.start_span(
-            call.op.span_name,
-            kind=kind,
-            attributes=attributes,
-            start_time=call.start_ns + WALL_OFFSET_NS,
-        )
+        name = call.op.span_name
+        extractor = call.op.extractor
+        params = call.params if extractor is not None else None
+        pipeline = self._pipeline
+        if pipeline is not None:
+            sampled = pipeline.sample(name, kind, attributes)
+            if params is not None and sampled[2]:  # request attributes: sampled spans only
+                extractor.request(params, self._options, attributes)
+            span = pipeline.open(name, kind, attributes, call.start_ns + WALL_OFFSET_NS, sampled)
+        else:
+            span = self._tracer.start_span(
+                name, kind=kind, attributes=attributes, start_time=call.start_ns + WALL_OFFSET_NS
+            )
         call.span = span
         call.token = otel_context.attach(trace.set_span_in_context(span))
-        extractor = call.op.extractor
-        if extractor is not None and call.params is not None and span.is_recording():
-            span.set_attributes(extractor.request(call.params, self._options))
+        if pipeline is None and params is not None and span.is_recording():
+            extra: dict[str, Any] = {}
+            extractor.request(params, self._options, extra)
+            span.set_attributes(extra)
 
     def call_ended(self, call: Call) -> None:
         span = call.span
@@ -116,16 +144,20 @@ class TracesSignal:
             attributes["error.type"] = error_type
             attributes["aws.sdk.outcome"] = outcome
             description = _description(call)
+            timestamp = (call.end_ns or call.start_ns) + WALL_OFFSET_NS
             if call.exception is not None:
-                span.record_exception(
-                    call.exception,
-                    attributes=_exception_attributes(call, call.exception, description),
+                _add_event(
+                    span,
+                    "exception",
+                    _exception_attributes(call, call.exception, description),
+                    timestamp,
                 )
             else:
-                span.add_event(
+                _add_event(
+                    span,
                     "exception",
                     {"exception.type": error_type, "exception.message": description},
-                    timestamp=(call.end_ns or call.start_ns) + WALL_OFFSET_NS,
+                    timestamp,
                 )
             if not call.expected:
                 span.set_status(Status(StatusCode.ERROR, description))
@@ -141,12 +173,12 @@ class TracesSignal:
                 attributes["http.request.method"] = call.http_method
         extractor = call.op.extractor
         if extractor is not None and call.response is not None:
-            attributes.update(extractor.response(call.response))
+            extractor.response(call.response, attributes)
             if extractor.links is not None:
                 # The producers' contexts are known only now: links added after start.
                 for link in extractor.links(call.response):
                     span.add_link(link)
-        span.set_attributes(attributes)
+        _set_attributes(span, attributes)
         if len(attempts) > 1:
             self._attempt_spans(span, call)
 
@@ -169,27 +201,46 @@ class TracesSignal:
             if attempt.outcome not in (None, "ok"):
                 attributes["error.type"] = error_type or attempt.outcome
                 attributes["aws.sdk.outcome"] = attempt.outcome
-            child = self._tracer.start_span(
+            child = self._start_span(
                 name,
-                context=parent_context,
-                kind=SpanKind.CLIENT,
-                attributes=attributes,
-                start_time=attempt.start_ns + WALL_OFFSET_NS,
+                SpanKind.CLIENT,
+                attributes,
+                attempt.start_ns + WALL_OFFSET_NS,
+                parent_context,
             )
-            if attempt.exception is not None:
-                child.record_exception(
-                    attempt.exception,
-                    attributes=_exception_attributes(
-                        call, attempt.exception, redact_text(attempt.exception, call)
-                    ),
-                )
-            if attempt.outcome not in (None, "ok"):
-                message = attempt.error_message or ""
-                safe = redacted.get(message)
-                if safe is None:
-                    safe = redacted[message] = redact_text(message, call)
-                child.set_status(Status(StatusCode.ERROR, f"{error_type}: {safe}"))
-            child.end(end_time=(attempt.end_ns or end_default) + WALL_OFFSET_NS)
+            end_time = (attempt.end_ns or end_default) + WALL_OFFSET_NS
+            if child.is_recording():
+                if attempt.exception is not None:
+                    _add_event(
+                        child,
+                        "exception",
+                        _exception_attributes(
+                            call, attempt.exception, redact_text(attempt.exception, call)
+                        ),
+                        end_time,
+                    )
+                if attempt.outcome not in (None, "ok"):
+                    message = attempt.error_message or ""
+                    safe = redacted.get(message)
+                    if safe is None:
+                        safe = redacted[message] = redact_text(message, call)
+                    child.set_status(Status(StatusCode.ERROR, f"{error_type}: {safe}"))
+            child.end(end_time=end_time)
+
+
+def _set_attributes(span: Any, attributes: dict[str, Any]) -> None:
+    """evobs's own attributes: recorded as they are on its SDK spans, through the API otherwise."""
+    if type(span) is SdkSpan:
+        span.record(attributes)
+    else:
+        span.set_attributes(attributes)
+
+
+def _add_event(span: Any, name: str, attributes: dict[str, Any], timestamp: int) -> None:
+    if type(span) is SdkSpan:
+        span.record_event(name, attributes, timestamp)
+    else:
+        span.add_event(name, attributes, timestamp=timestamp)
 
 
 def _retry_events(span: Any, attempts: list[Attempt]) -> None:
@@ -198,14 +249,15 @@ def _retry_events(span: Any, attempts: list[Attempt]) -> None:
     previous = attempts[0]
     for attempt in attempts[1:]:
         backoff_ns = attempt.start_ns - (previous.end_ns or attempt.start_ns)
-        span.add_event(
+        _add_event(
+            span,
             "aws.sdk.retry",
             {
                 "aws.sdk.attempt": attempt.number,
                 "aws.sdk.retry.reason": previous.outcome or "error",
                 "aws.sdk.retry_backoff_ms": backoff_ns / _NS_PER_MS,
             },
-            timestamp=attempt.start_ns + WALL_OFFSET_NS,
+            attempt.start_ns + WALL_OFFSET_NS,
         )
         previous = attempt
 
@@ -224,10 +276,12 @@ def _description(call: Call) -> str:
 
 
 def _exception_attributes(call: Call, exc: BaseException, message: str) -> dict[str, str]:
-    """The exception event's message and stack trace, redacted: a traceback carries the
-    exception's message (botocore's parser errors quote the response body) and the
-    user's source lines, any of which may hold a secret."""
+    """The exception event, as ``record_exception`` writes it but redacted: a traceback
+    carries the exception's message (botocore's parser errors quote the response body)
+    and the user's source lines, any of which may hold a secret."""
     return {
+        "exception.type": exception_type(exc),
         "exception.message": message,
         "exception.stacktrace": redact_traceback(exc, call, _MAX_STACKTRACE),
+        "exception.escaped": "False",
     }

@@ -1,0 +1,378 @@
+"""The cheap span path: evobs's call spans recorded straight into the SDK's pipeline.
+
+``Tracer.start_span`` of the OpenTelemetry SDK validates every attribute under a
+lock, builds bounded containers and copies the span again when it ends: inside an
+AWS call that is about 35 µs per span, more than evobs needs for everything else.
+evobs's own attributes are valid by construction, so for the SDK's own ``Tracer``
+it asks the same parts the SDK would (the provider's sampler, id generator, span
+processors, resource and limits) and hands the processors a span of its own: a
+``ReadableSpan`` (what processors and exporters consume) that is also an
+``opentelemetry.trace.Span`` (what code running inside the call sees as current).
+What a user sets on it through the API is validated exactly as the SDK does.
+
+Any other tracer (another SDK, a vendor's, ``OTEL_SDK_DISABLED``) is used
+through the API, unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from time import time_ns
+from typing import Any, Final
+
+from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.context import Context
+from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, sampling
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.util import types
+
+__all__ = ["SdkPipeline", "SdkSpan", "exception_type"]
+
+_UNSET: Final = Status(StatusCode.UNSET)
+_RANDOM: Final = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
+_SAMPLED: Final = TraceFlags.SAMPLED
+# The four flag values a span can get, built once (TraceFlags is an int subclass).
+_FLAGS: Final = {
+    (sampled, random): TraceFlags((_SAMPLED if sampled else 0) | (_RANDOM if random else 0))
+    for sampled in (False, True)
+    for random in (False, True)
+}
+
+
+class SdkPipeline:
+    """The parts of one SDK ``Tracer`` that starting and ending a span goes through."""
+
+    __slots__ = (
+        "_enabled",
+        "_generate_span_id",
+        "_generate_trace_id",
+        "_limits",
+        "_on_end",
+        "_on_ending",
+        "_on_start",
+        "_random_root",
+        "_sampler",
+        "_sampler_mode",
+        "instrumentation_info",
+        "instrumentation_scope",
+        "resource",
+    )
+
+    def __init__(self, tracer: Any) -> None:
+        self._sampler = tracer.sampler
+        self._sampler_mode = _sampler_mode(self._sampler)
+        ids = tracer.id_generator
+        self._generate_trace_id = ids.generate_trace_id
+        self._generate_span_id = ids.generate_span_id
+        is_random = getattr(ids, "is_trace_id_random", None)
+        self._random_root = bool(is_random()) if callable(is_random) else False
+        processor = tracer.span_processor
+        self._on_start = processor.on_start
+        self._on_end = processor.on_end
+        # The SDK calls processors' ``_on_ending`` (OnEnding, still experimental) where it has it.
+        self._on_ending = getattr(processor, "_on_ending", None)
+        self.resource = tracer.resource
+        self.instrumentation_info = getattr(tracer, "instrumentation_info", None)
+        self.instrumentation_scope = getattr(tracer, "_instrumentation_scope", None)
+        limits = getattr(tracer, "_span_limits", None)
+        self._limits: SpanLimits = limits if isinstance(limits, SpanLimits) else SpanLimits()
+        # Tracer configurators (experimental) can disable a tracer after the fact.
+        self._enabled = getattr(tracer, "_is_enabled", None)
+
+    @classmethod
+    def of(cls, tracer: Any) -> SdkPipeline | None:
+        """The pipeline of the SDK's own ``Tracer``; None for anything else."""
+        if type(tracer) is not sdk_trace.Tracer:
+            return None  # a subclass may do its own thing in start_span
+        if os.environ.get("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "").strip().lower() in (
+            "1",
+            "true",
+        ):
+            return None  # the SDK's own span metrics are counted in start_span
+        try:
+            return cls(tracer)
+        except AttributeError:
+            return None  # an SDK too different from the one this was written for
+
+    @property
+    def limits(self) -> SpanLimits:
+        return self._limits
+
+    def sample(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        context: Context | None = None,
+    ) -> tuple[SpanContext | None, SpanContext | None, bool]:
+        """``(span context, parent, recording)`` as ``Tracer.start_span`` decides them;
+        no span context when the tracer is disabled."""
+        parent: SpanContext | None = trace.get_current_span(context).get_span_context()
+        if self._enabled is not None and not self._enabled():
+            return None, parent, False
+        if parent is None or not parent.is_valid:
+            parent = None
+            trace_id = self._generate_trace_id()
+            random = self._random_root
+        else:
+            trace_id = parent.trace_id
+            random = bool(parent.trace_flags & _RANDOM)
+        mode = self._sampler_mode
+        if mode:
+            # The SDK's default samplers, whose answer is known without asking:
+            # ALWAYS_ON samples everything, ParentBased(ALWAYS_ON) follows the parent.
+            sampled = parent is None or mode == _ALWAYS_ON or bool(parent.trace_flags & _SAMPLED)
+            trace_state = None if parent is None else parent.trace_state
+            recording = sampled
+        else:
+            result = self._sampler.should_sample(context, trace_id, name, kind, attributes, ())
+            sampled = result.decision.is_sampled()
+            recording = result.decision.is_recording()
+            trace_state = result.trace_state
+            extra = result.attributes
+            if extra and len(extra) != len(attributes):
+                attributes.update(extra)  # a sampler that adds attributes of its own
+        span_context = SpanContext(
+            trace_id,
+            self._generate_span_id(),
+            is_remote=False,
+            trace_flags=_FLAGS[sampled, random],
+            trace_state=trace_state,
+        )
+        return span_context, parent, recording
+
+    def open(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        start_time: int,
+        sampled: tuple[SpanContext | None, SpanContext | None, bool],
+        context: Context | None = None,
+    ) -> trace.Span:
+        """The span for a decision of :meth:`sample`; evobs's attributes are complete
+        (and valid by construction) by now."""
+        span_context, parent, recording = sampled
+        if span_context is None:  # a disabled tracer: the parent stays current
+            return trace.NonRecordingSpan(parent or trace.INVALID_SPAN_CONTEXT)
+        if not recording:
+            return trace.NonRecordingSpan(span_context)
+        span = SdkSpan(self, name, span_context, parent, kind, attributes, start_time)
+        self._on_start(span, parent_context=context)
+        return span
+
+    def start(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        start_time: int,
+        context: Context | None = None,
+    ) -> trace.Span:
+        """What ``Tracer.start_span`` does, for attributes evobs built."""
+        sampled = self.sample(name, kind, attributes, context)
+        return self.open(name, kind, attributes, start_time, sampled, context)
+
+    def end(self, span: SdkSpan) -> None:
+        limit = self._limits.max_span_attribute_length
+        if limit is not None and type(span._attributes) is dict:
+            span._attributes = _truncated(span._attributes, limit)
+        if self._on_ending is not None:
+            self._on_ending(span)
+        self._on_end(span)
+
+
+class SdkSpan(ReadableSpan, trace.Span):
+    """One span recorded by evobs: current while its call runs, then handed to the
+    processors as the ``ReadableSpan`` they export (frozen once ended)."""
+
+    def __init__(
+        self,
+        pipeline: SdkPipeline,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        start_time: int,
+    ) -> None:
+        # Every field ReadableSpan.__init__ sets (a test keeps this list in step with
+        # the installed SDK), without its Resource.create({}) for a missing resource.
+        self._name = name
+        self._context = context
+        self._kind = kind
+        self._instrumentation_info = pipeline.instrumentation_info
+        self._instrumentation_scope = pipeline.instrumentation_scope
+        self._parent = parent
+        self._start_time = start_time
+        self._end_time: int | None = None
+        self._attributes: Any = attributes
+        self._events: Any = ()
+        self._links: Any = ()
+        self._resource = pipeline.resource
+        self._status = _UNSET
+        self._pipeline = pipeline
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(name="{self._name}", context={self._context})'
+
+    # -- evobs's own writes: values valid by construction ---------------------------
+
+    def record(self, attributes: Mapping[str, Any]) -> None:
+        if self._end_time is None:
+            target = self._attributes
+            for key, value in attributes.items():
+                # Sequences as the SDK stores them: immutable.
+                target[key] = tuple(value) if type(value) is list else value
+
+    def record_event(self, name: str, attributes: dict[str, Any], timestamp: int) -> None:
+        if self._end_time is None:
+            self._bounded_events().append(Event(name, attributes, timestamp))
+
+    def finish(self, end_time: int) -> None:
+        if self._end_time is None:
+            self._end_time = end_time
+            self._pipeline.end(self)
+
+    def _bounded_events(self) -> Any:
+        events = self._events
+        if not isinstance(events, BoundedList):
+            events = self._events = BoundedList(self._pipeline.limits.max_events)
+        return events
+
+    # -- opentelemetry.trace.Span: what code inside the call can do, validated ------
+
+    def get_span_context(self) -> SpanContext:
+        return self._context  # type: ignore[return-value]  # always set here
+
+    def is_recording(self) -> bool:
+        return self._end_time is None
+
+    def set_attribute(self, key: str, value: types.AnyValue) -> None:
+        if self._end_time is None:
+            self._validated_attributes()[key] = value
+
+    def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
+        if self._end_time is None:
+            target = self._validated_attributes()
+            for key, value in attributes.items():
+                target[key] = value
+
+    def _validated_attributes(self) -> BoundedAttributes:
+        attributes = self._attributes
+        if not isinstance(attributes, BoundedAttributes):
+            limits = self._pipeline.limits
+            attributes = self._attributes = BoundedAttributes(
+                limits.max_span_attributes,
+                attributes,
+                immutable=False,
+                max_value_len=limits.max_span_attribute_length,
+            )
+        return attributes
+
+    def add_event(
+        self, name: str, attributes: types.Attributes = None, timestamp: int | None = None
+    ) -> None:
+        if self._end_time is None:
+            limits = self._pipeline.limits
+            bounded = BoundedAttributes(
+                limits.max_event_attributes,
+                attributes,
+                immutable=True,
+                max_value_len=limits.max_attribute_length,
+            )
+            self._bounded_events().append(Event(name, bounded, timestamp))
+
+    def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
+        if self._end_time is not None:
+            return
+        if not (context and (context.is_valid or attributes or context.trace_state)):
+            return
+        links = self._links
+        if not isinstance(links, BoundedList):
+            links = self._links = BoundedList(self._pipeline.limits.max_links)
+        limits = self._pipeline.limits
+        bounded = BoundedAttributes(
+            limits.max_link_attributes,
+            attributes,
+            immutable=True,
+            max_value_len=limits.max_attribute_length,
+        )
+        links.append(Link(context, bounded))
+
+    def update_name(self, name: str) -> None:
+        if self._end_time is None:
+            self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        if self._end_time is not None or self._status.status_code is StatusCode.OK:
+            return  # as the SDK: OK is final
+        if isinstance(status, StatusCode):
+            status = Status(status, description)
+        if status.status_code is not StatusCode.UNSET:
+            self._status = status
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: types.Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        import traceback
+
+        merged: dict[str, Any] = {
+            "exception.type": exception_type(exception),
+            "exception.message": str(exception),
+            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.escaped": str(escaped),
+        }
+        if attributes:
+            merged.update(attributes)
+        self.add_event("exception", merged, timestamp)
+
+    def end(self, end_time: int | None = None) -> None:
+        self.finish(end_time if end_time is not None else time_ns())
+
+
+def exception_type(exception: BaseException) -> str:
+    """``exception.type`` as the SDK writes it: the qualified class name."""
+    module = type(exception).__module__
+    qualname = type(exception).__qualname__
+    return f"{module}.{qualname}" if module not in (None, "builtins") else qualname
+
+
+_ASK: Final = 0
+_ALWAYS_ON: Final = 1
+_PARENT_OR_ON: Final = 2
+
+
+def _sampler_mode(sampler: Any) -> int:
+    """Whether the sampler is one of the SDK's defaults, answered without a call."""
+    if sampler is sampling.ALWAYS_ON:
+        return _ALWAYS_ON
+    if type(sampler) is sampling.ParentBased and (
+        getattr(sampler, "_root", None) is sampling.ALWAYS_ON
+        and getattr(sampler, "_remote_parent_sampled", None) is sampling.ALWAYS_ON
+        and getattr(sampler, "_remote_parent_not_sampled", None) is sampling.ALWAYS_OFF
+        and getattr(sampler, "_local_parent_sampled", None) is sampling.ALWAYS_ON
+        and getattr(sampler, "_local_parent_not_sampled", None) is sampling.ALWAYS_OFF
+    ):
+        return _PARENT_OR_ON
+    return _ASK
+
+
+def _truncated(attributes: dict[str, Any], limit: int) -> dict[str, Any]:
+    """``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`` applied, as BoundedAttributes would."""
+    out: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if isinstance(value, str):
+            value = value[:limit]
+        elif isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
+            value = tuple(v[:limit] if isinstance(v, str) else v for v in value)
+        out[key] = value
+    return out
