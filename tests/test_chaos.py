@@ -23,6 +23,7 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 import evobs
+from evobs.signals import _series
 
 N_CALLS = 13  # calls made by ``_workload`` (one of them retried once)
 
@@ -413,20 +414,28 @@ def test_tracer_provider_without_tracer(
 
 @pytest.fixture
 def raising_metrics(monkeypatch: pytest.MonkeyPatch) -> Callable[[tuple[str, ...]], None]:
-    """Make the ``aws_sdk_*`` metric children raise on observe (evobs's own counter works)."""
+    """Make the ``aws_sdk_*`` metric children raise on observe (evobs's own counter works):
+    prometheus_client's children and the series of evobs's per-call families alike."""
 
     def arm(kinds: tuple[str, ...]) -> None:
-        methods = {
-            "counter": [(Counter, "inc")],
-            "histogram": [(Histogram, "observe")],
-            "gauge": [(Gauge, "inc"), (Gauge, "dec"), (Gauge, "set")],
+        methods: dict[str, list[tuple[Any, str]]] = {
+            "counter": [(Counter, "inc"), (_series.CounterSeries, "inc")],
+            "histogram": [(Histogram, "observe"), (_series.HistogramSeries, "observe")],
+            "gauge": [
+                (Gauge, "inc"),
+                (Gauge, "dec"),
+                (Gauge, "set"),
+                (_series.GaugeSeries, "inc"),
+                (_series.GaugeSeries, "dec"),
+            ],
         }
         for kind in kinds:
             for cls, name in methods[kind]:
                 original = getattr(cls, name)
 
                 def raising(self: Any, *a: Any, __o: Any = original, **kw: Any) -> Any:
-                    if str(getattr(self, "_name", "")).startswith("aws_sdk"):
+                    name = str(getattr(self, "_name", "aws_sdk (evobs series)"))
+                    if name.startswith("aws_sdk"):
                         raise Boom(f"{type(self).__name__} observe")
                     return __o(self, *a, **kw)
 

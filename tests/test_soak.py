@@ -35,6 +35,7 @@ from botocore.exceptions import ClientError
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from prometheus_client import CollectorRegistry
+from prometheus_client.samples import Exemplar
 
 import evobs
 
@@ -132,6 +133,7 @@ _SCALARS = (str, bytes, int, float, bool, type(None), complex)
 _OPAQUE = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType)
 # Not evobs's: foreign objects, and prometheus_client's per-value cells (a float and
 # the last exemplar of a bucket, set the first time a bucket is hit: bounded by buckets).
+# evobs's own series keep the same last exemplar per bucket (``Exemplar``, below).
 _FOREIGN = (
     "botocore",
     "boto3",
@@ -146,7 +148,7 @@ _FOREIGN = (
 
 def _entries(obj: Any, seen: set[int], depth: int = 0) -> int:
     """Entries in every container reachable from ``obj`` (not into botocore/OTel objects)."""
-    if depth > 12 or id(obj) in seen or isinstance(obj, _SCALARS + _OPAQUE):
+    if depth > 12 or id(obj) in seen or isinstance(obj, _SCALARS + _OPAQUE + (Exemplar,)):
         return 0
     seen.add(id(obj))
     if isinstance(obj, weakref.WeakKeyDictionary | weakref.WeakValueDictionary):

@@ -449,12 +449,6 @@ class _Rewriting(Sampler):
         return "Rewriting"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the fast path keeps evobs's start attributes and merges the sampler's only "
-    "when their count differs (SdkPipeline.sample: `if extra and len(extra) != "
-    "len(attributes)`); the SDK starts the span with exactly SamplingResult.attributes",
-)
 @pytest.mark.parametrize("rewrite", list(REWRITES))
 def test_sampler_attributes_replace_start_attributes_as_in_the_sdk(
     rewrite: str, world: str, rigs: Callable[..., Rig]
@@ -705,35 +699,12 @@ LIMITS = {
 }
 
 
-def _diverges(reason: str) -> Any:
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 @pytest.mark.parametrize(
     "limit",
     [
-        pytest.param(
-            "attribute_length",
-            marks=_diverges(
-                "evobs's own events (SdkSpan.record_event) skip max_attribute_length: "
-                "the SDK truncates event values ('404: Not Found' -> '404: ')"
-            ),
-        ),
-        pytest.param(
-            "span_attributes",
-            marks=_diverges(
-                "the fast path never applies max_span_attributes: all of evobs's "
-                "attributes are exported where the SDK keeps the last N and counts the rest "
-                "as dropped"
-            ),
-        ),
-        pytest.param(
-            "event_attributes",
-            marks=_diverges(
-                "evobs's own events (SdkSpan.record_event) skip max_event_attributes: "
-                "the SDK keeps the last N attributes of each event"
-            ),
-        ),
+        "attribute_length",
+        "span_attributes",
+        "event_attributes",
         "events",
     ],
 )
@@ -876,12 +847,6 @@ def _fork_child(rig: Rig, url: str, results: Any) -> None:
 @pytest.mark.skipif(
     sys.platform == "win32" or "fork" not in multiprocessing.get_all_start_methods(),
     reason="needs the fork start method",
-)
-@pytest.mark.xfail(
-    strict=True,
-    reason="SdkPipeline copies tracer.resource once; after fork the SDK updates each "
-    "tracer's resource (TracerProvider._handle_fork -> Tracer._set_resource, new "
-    "service.instance.id) but evobs's spans keep the parent's",
 )
 def test_resource_follows_the_provider_after_fork(world: str, rigs: Callable[..., Rig]) -> None:
     """In a forked child the SDK gives its spans the child's resource (a new

@@ -17,7 +17,7 @@ through the API, unchanged.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from time import time_ns
 from typing import Any, Final
 
@@ -42,6 +42,14 @@ _FLAGS: Final = {
     for random in (False, True)
 }
 
+#: At most this many attributes on evobs's own spans and events: below the SDK's
+#: default limits (128), so under those limits nothing needs bounding.
+_OWN_SPAN_ATTRIBUTES: Final = 64
+_OWN_EVENT_ATTRIBUTES: Final = 8
+
+#: What :meth:`SdkPipeline.sample` decides: span context, parent, recording, attributes.
+Sampled = tuple[SpanContext | None, SpanContext | None, bool, dict[str, Any]]
+
 
 class SdkPipeline:
     """The parts of one SDK ``Tracer`` that starting and ending a span goes through."""
@@ -51,15 +59,18 @@ class SdkPipeline:
         "_generate_span_id",
         "_generate_trace_id",
         "_limits",
+        "_max_span_attributes",
         "_on_end",
         "_on_ending",
         "_on_start",
+        "_plain_events",
+        "_plain_spans",
         "_random_root",
         "_sampler",
         "_sampler_mode",
+        "_tracer",
         "instrumentation_info",
         "instrumentation_scope",
-        "resource",
     )
 
     def __init__(self, tracer: Any) -> None:
@@ -75,11 +86,22 @@ class SdkPipeline:
         self._on_end = processor.on_end
         # The SDK calls processors' ``_on_ending`` (OnEnding, still experimental) where it has it.
         self._on_ending = getattr(processor, "_on_ending", None)
-        self.resource = tracer.resource
+        # Read per span, not copied: the SDK gives its tracers a new resource after fork.
+        self._tracer = tracer
         self.instrumentation_info = getattr(tracer, "instrumentation_info", None)
         self.instrumentation_scope = getattr(tracer, "_instrumentation_scope", None)
         limits = getattr(tracer, "_span_limits", None)
         self._limits: SpanLimits = limits if isinstance(limits, SpanLimits) else SpanLimits()
+        # Under the default limits (128 attributes, no length limit) evobs's own
+        # attributes and events pass as they are; other limits apply as in the SDK.
+        lim = self._limits
+        self._max_span_attributes = lim.max_span_attributes
+        self._plain_spans = lim.max_span_attribute_length is None and (
+            lim.max_span_attributes is None or lim.max_span_attributes >= _OWN_SPAN_ATTRIBUTES
+        )
+        self._plain_events = lim.max_attribute_length is None and (
+            lim.max_event_attributes is None or lim.max_event_attributes >= _OWN_EVENT_ATTRIBUTES
+        )
         # Tracer configurators (experimental) can disable a tracer after the fact.
         self._enabled = getattr(tracer, "_is_enabled", None)
 
@@ -102,18 +124,23 @@ class SdkPipeline:
     def limits(self) -> SpanLimits:
         return self._limits
 
+    @property
+    def resource(self) -> Any:
+        return self._tracer.resource
+
     def sample(
         self,
         name: str,
         kind: SpanKind,
         attributes: dict[str, Any],
         context: Context | None = None,
-    ) -> tuple[SpanContext | None, SpanContext | None, bool]:
-        """``(span context, parent, recording)`` as ``Tracer.start_span`` decides them;
-        no span context when the tracer is disabled."""
+    ) -> Sampled:
+        """``(span context, parent, recording, attributes)`` as ``Tracer.start_span``
+        decides them; no span context when the tracer is disabled. The span starts with
+        the attributes returned: the sampler's, which the SDK uses in place of those given."""
         parent: SpanContext | None = trace.get_current_span(context).get_span_context()
         if self._enabled is not None and not self._enabled():
-            return None, parent, False
+            return None, parent, False, attributes
         if parent is None or not parent.is_valid:
             parent = None
             trace_id = self._generate_trace_id()
@@ -133,9 +160,7 @@ class SdkPipeline:
             sampled = result.decision.is_sampled()
             recording = result.decision.is_recording()
             trace_state = result.trace_state
-            extra = result.attributes
-            if extra and len(extra) != len(attributes):
-                attributes.update(extra)  # a sampler that adds attributes of its own
+            attributes = dict(result.attributes) if result.attributes else {}
         span_context = SpanContext(
             trace_id,
             self._generate_span_id(),
@@ -143,20 +168,19 @@ class SdkPipeline:
             trace_flags=_FLAGS[sampled, random],
             trace_state=trace_state,
         )
-        return span_context, parent, recording
+        return span_context, parent, recording, attributes
 
     def open(
         self,
         name: str,
         kind: SpanKind,
-        attributes: dict[str, Any],
         start_time: int,
-        sampled: tuple[SpanContext | None, SpanContext | None, bool],
+        sampled: Sampled,
         context: Context | None = None,
     ) -> trace.Span:
-        """The span for a decision of :meth:`sample`; evobs's attributes are complete
-        (and valid by construction) by now."""
-        span_context, parent, recording = sampled
+        """The span for a decision of :meth:`sample`, with its attributes (evobs's are
+        valid by construction)."""
+        span_context, parent, recording, attributes = sampled
         if span_context is None:  # a disabled tracer: the parent stays current
             return trace.NonRecordingSpan(parent or trace.INVALID_SPAN_CONTEXT)
         if not recording:
@@ -175,12 +199,21 @@ class SdkPipeline:
     ) -> trace.Span:
         """What ``Tracer.start_span`` does, for attributes evobs built."""
         sampled = self.sample(name, kind, attributes, context)
-        return self.open(name, kind, attributes, start_time, sampled, context)
+        return self.open(name, kind, start_time, sampled, context)
 
     def end(self, span: SdkSpan) -> None:
-        limit = self._limits.max_span_attribute_length
-        if limit is not None and type(span._attributes) is dict:
-            span._attributes = _truncated(span._attributes, limit)
+        attributes = span._attributes
+        most = self._max_span_attributes
+        if type(attributes) is dict and (
+            not self._plain_spans or (most is not None and len(attributes) > most)
+        ):
+            limits = self._limits  # non-default limits: the SDK's own container applies them
+            span._attributes = BoundedAttributes(
+                limits.max_span_attributes,
+                attributes,
+                immutable=True,
+                max_value_len=limits.max_span_attribute_length,
+            )
         if self._on_ending is not None:
             self._on_ending(span)
         self._on_end(span)
@@ -223,14 +256,21 @@ class SdkSpan(ReadableSpan, trace.Span):
     # -- evobs's own writes: values valid by construction ---------------------------
 
     def record(self, attributes: Mapping[str, Any]) -> None:
+        """evobs's attributes: str, bool, int, float or tuples of them, by construction."""
         if self._end_time is None:
-            target = self._attributes
-            for key, value in attributes.items():
-                # Sequences as the SDK stores them: immutable.
-                target[key] = tuple(value) if type(value) is list else value
+            self._attributes.update(attributes)
 
     def record_event(self, name: str, attributes: dict[str, Any], timestamp: int) -> None:
         if self._end_time is None:
+            pipeline = self._pipeline
+            if not pipeline._plain_events:
+                limits = pipeline.limits
+                attributes = BoundedAttributes(  # type: ignore[assignment]
+                    limits.max_event_attributes,
+                    attributes,
+                    immutable=True,
+                    max_value_len=limits.max_attribute_length,
+                )
             self._bounded_events().append(Event(name, attributes, timestamp))
 
     def finish(self, end_time: int) -> None:
@@ -364,15 +404,3 @@ def _sampler_mode(sampler: Any) -> int:
     ):
         return _PARENT_OR_ON
     return _ASK
-
-
-def _truncated(attributes: dict[str, Any], limit: int) -> dict[str, Any]:
-    """``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`` applied, as BoundedAttributes would."""
-    out: dict[str, Any] = {}
-    for key, value in attributes.items():
-        if isinstance(value, str):
-            value = value[:limit]
-        elif isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
-            value = tuple(v[:limit] if isinstance(v, str) else v for v in value)
-        out[key] = value
-    return out

@@ -17,6 +17,7 @@ stores no exemplars there, so none are built.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import threading
@@ -28,6 +29,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client import values as _prom_values
 
 from .._registry import MetricConflictError, family
+from ._series import CounterFamily, GaugeFamily, HistogramFamily
 
 if TYPE_CHECKING:
     from .._call import Attempt, Call
@@ -116,9 +118,11 @@ def _histogram(
     doc: str,
     labelnames: tuple[str, ...],
     buckets: tuple[float, ...],
-) -> Histogram:
-    metric = family(registry, Histogram, name, doc, labelnames, buckets=buckets)
-    existing = tuple(metric._upper_bounds[:-1])
+    **kwargs: Any,
+) -> Any:
+    factory = Histogram if _multiprocess() or not kwargs else HistogramFamily
+    metric: Any = family(registry, factory, name, doc, labelnames, buckets=buckets, **kwargs)
+    existing = tuple(metric._upper_bounds[:-1])  # both kinds of family have it
     if existing != tuple(buckets):
         raise MetricConflictError(
             f"evobs: histogram {name!r} already exists in this registry with buckets "
@@ -141,6 +145,7 @@ class _Families:
         "errors",
         "handler_errors",
         "in_flight",
+        "lock",
         "log_suppressed",
         "resources",
         "retries",
@@ -152,29 +157,49 @@ class _Families:
     def __init__(self, registry: CollectorRegistry, buckets: tuple[float, ...]) -> None:
         op = ("service", "operation")
         svc = ("service",)
+        # The per-call families (updated on every call) are evobs's own (``_series``), all
+        # behind the lock of the first; prometheus_client's in multiprocess mode.
+        hot: dict[str, Any] = {}
+        counter: Any = Counter
+        gauge: Any = Gauge
+        if not _multiprocess():
+            hot = {"lock": threading.RLock()}
+            counter, gauge = CounterFamily, GaugeFamily
         self.call_duration = _histogram(
             registry,
             "aws_sdk_call_duration_seconds",
             "AWS API call duration, all attempts and backoff included",
             (*op, "region", "outcome"),
             buckets,
+            **hot,
         )
+        #: Held around each call's updates: the shared lock, or a no-op for prometheus_client.
+        self.lock: Any = getattr(self.call_duration, "lock", None) or contextlib.nullcontext()
+        if hot:
+            hot["lock"] = self.lock
         self.errors = family(
             registry,
-            Counter,
+            counter,
             "aws_sdk_call_errors",
             "AWS API calls that did not succeed, by error code or exception class",
             (*op, "error_type"),
+            **hot,
         )
         self.attempts = family(
-            registry, Counter, "aws_sdk_call_attempts", "HTTP attempts made by AWS API calls", op
+            registry,
+            counter,
+            "aws_sdk_call_attempts",
+            "HTTP attempts made by AWS API calls",
+            op,
+            **hot,
         )
         self.retries = family(
             registry,
-            Counter,
+            counter,
             "aws_sdk_retries",
             "Retried attempts, by the outcome of the attempt that was retried",
             (*op, "reason"),
+            **hot,
         )
         self.attempt_duration = _histogram(
             registry,
@@ -182,6 +207,7 @@ class _Families:
             "Duration of one HTTP attempt (signing, sending, receiving)",
             op,
             buckets,
+            **hot,
         )
         self.backoff = _histogram(
             registry,
@@ -189,6 +215,7 @@ class _Families:
             "Time slept between attempts before a retry",
             svc,
             buckets,
+            **hot,
         )
         self.serialization = _histogram(
             registry,
@@ -196,6 +223,7 @@ class _Families:
             "Time to validate and serialize the request parameters",
             op,
             LOCAL_BUCKETS,
+            **hot,
         )
         self.signing = _histogram(
             registry,
@@ -203,15 +231,26 @@ class _Families:
             "Time to sign one attempt, credential resolution included",
             svc,
             LOCAL_BUCKETS,
+            **hot,
         )
-        self.in_flight = family(
-            registry,
-            Gauge,
-            "aws_sdk_calls_in_flight",
-            "AWS API calls in progress",
-            svc,
-            multiprocess_mode="livesum",
-        )
+        if hot:
+            self.in_flight = family(
+                registry,
+                gauge,
+                "aws_sdk_calls_in_flight",
+                "AWS API calls in progress",
+                svc,
+                **hot,
+            )
+        else:
+            self.in_flight = family(
+                registry,
+                gauge,
+                "aws_sdk_calls_in_flight",
+                "AWS API calls in progress",
+                svc,
+                multiprocess_mode="livesum",
+            )
         self.clients = family(
             registry, Counter, "aws_sdk_clients_created", "botocore clients created", svc
         )
@@ -393,14 +432,15 @@ class MetricsSignal:
 
     def call_started(self, call: Call) -> None:
         m = self._ops.get(call.op) or self._op(call.op)
-        m.svc.in_flight.inc()
+        with self._families.lock:
+            m.svc.in_flight.inc()
 
     def call_ended(self, call: Call) -> None:
         m = self._ops.get(call.op) or self._op(call.op)
+        lock = self._families.lock
+        settled = False
         try:
-            attempts = call.attempts
-            if attempts:
-                self._attempts(m, attempts)
+            # Children and the exemplar first: what may take other locks.
             outcome = call.outcome
             child = m.durations.get((call.region, outcome)) or self._duration_child(
                 m, call.region, outcome
@@ -409,29 +449,51 @@ class MetricsSignal:
             exemplar = None
             if self._exemplars and call.span is not None:
                 exemplar = self._exemplar(child, seconds, call)
-            child.observe(seconds, exemplar)
-            if call.serialized_ns is not None:
-                m.serialization.observe((call.serialized_ns - call.start_ns) * _NS)
+            errors = None
             if outcome != "ok":
                 error_type = call.error_type or outcome or "error"
-                (m.errors.get(error_type) or self._error_child(m, error_type)).inc()
+                errors = m.errors.get(error_type) or self._error_child(m, error_type)
+            attempts = call.attempts
+            retried = len(attempts) > 1
+            if retried:
+                for attempt in attempts[:-1]:
+                    if attempt.outcome not in m.retries:
+                        self._retry_child(m, attempt.outcome)
+            with lock:  # one lock for all of the call's updates
+                m.svc.in_flight.dec()
+                settled = True
+                child.observe(seconds, exemplar)
+                if call.serialized_ns is not None:
+                    m.serialization.observe((call.serialized_ns - call.start_ns) * _NS)
+                if errors is not None:
+                    errors.inc()
+                if attempts:
+                    self._attempts(m, attempts, retried)
         finally:
-            # Whatever failed above, in-flight goes back where it was.
-            m.svc.in_flight.dec()
+            if not settled:  # whatever failed above, in-flight goes back where it was
+                with lock:
+                    m.svc.in_flight.dec()
 
-    def _attempts(self, m: _Op, attempts: list[Attempt]) -> None:
+    def _attempts(self, m: _Op, attempts: list[Attempt], retried: bool) -> None:
         """Attempts, retries and their timings, recorded when the call ends (once per
         call instead of at every attempt: the in-flight gauge shows calls still retrying)."""
         m.attempts.inc(len(attempts))
+        signing = m.svc.signing
+        if not retried:
+            attempt = attempts[0]
+            if attempt.end_ns is not None:
+                m.attempt_duration.observe((attempt.end_ns - attempt.start_ns) * _NS)
+            if attempt.sent_ns is not None:
+                signing.observe((attempt.sent_ns - attempt.start_ns) * _NS)
+            return
         previous: Attempt | None = None
         for attempt in attempts:
             if attempt.end_ns is not None:
                 m.attempt_duration.observe((attempt.end_ns - attempt.start_ns) * _NS)
             if attempt.sent_ns is not None:
-                m.svc.signing.observe((attempt.sent_ns - attempt.start_ns) * _NS)
+                signing.observe((attempt.sent_ns - attempt.start_ns) * _NS)
             if previous is not None:
-                reason = previous.outcome
-                (m.retries.get(reason) or self._retry_child(m, reason)).inc()
+                m.retries[previous.outcome].inc()
                 if previous.end_ns is not None:
                     m.svc.backoff.observe(max(attempt.start_ns - previous.end_ns, 0) * _NS)
             previous = attempt

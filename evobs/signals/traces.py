@@ -91,8 +91,8 @@ class TracesSignal:
         if pipeline is not None:
             sampled = pipeline.sample(name, kind, attributes)
             if params is not None and sampled[2]:  # request attributes: sampled spans only
-                extractor.request(params, self._options, attributes)
-            span = pipeline.open(name, kind, attributes, call.start_ns + WALL_OFFSET_NS, sampled)
+                extractor.request(params, self._options, sampled[3])
+            span = pipeline.open(name, kind, call.start_ns + WALL_OFFSET_NS, sampled)
         else:
             span = self._tracer.start_span(
                 name, kind=kind, attributes=attributes, start_time=call.start_ns + WALL_OFFSET_NS
