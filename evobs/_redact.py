@@ -526,8 +526,23 @@ _ACCESS_KEY_RE: Final = re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA|ABIA|ACCA)[A-Z0-9]
 
 def scrub_credentials(text: str) -> str:
     """Mask credentials that may appear in free text (error messages, tracebacks)."""
-    text = _CREDENTIALS_RE.sub(r"\1\2" + MARK, text)
-    return _ACCESS_KEY_RE.sub(MARK, text)
+    if text in _CLEAN:
+        return text
+    scrubbed = _CREDENTIALS_RE.sub(r"\1\2" + MARK, text)
+    scrubbed = _ACCESS_KEY_RE.sub(MARK, scrubbed)
+    if scrubbed == text and len(text) <= _CLEAN_TEXT:
+        if len(_CLEAN) >= _CLEAN_ENTRIES:
+            _CLEAN.clear()  # texts that never repeat (ids in them) must not pin it
+        _CLEAN[text] = None
+    return scrubbed
+
+
+#: Error messages repeat (every attempt of a retry storm carries the same one): short
+#: texts found free of credentials are remembered, bounded, and not scanned again.
+#: Only such texts: nothing that held a credential is kept.
+_CLEAN: Final[dict[str, None]] = {}
+_CLEAN_TEXT: Final = 1024
+_CLEAN_ENTRIES: Final = 512
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:

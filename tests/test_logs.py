@@ -545,15 +545,14 @@ def test_rate_limiter_refills_and_reports_drops() -> None:
 def test_suppressed_counter_shared_with_metrics_family(registry: CollectorRegistry) -> None:
     """The suppression counter is created through ``family()`` once per registry, with the
     labels the metrics signal uses, so both signals share it."""
-    from prometheus_client import Counter
-
     from evobs._options import Options
-    from evobs._registry import family
+    from evobs.signals.metrics import log_events_suppressed_counter
 
     LogsSignal(Options(), registry)
     LogsSignal(Options(), registry)  # a second instrumentation into the same registry
-    shared = family(registry, Counter, "evobs_log_events_suppressed", "any doc", ("event",))
-    shared.labels(event="aws.retry").inc()
+    shared = log_events_suppressed_counter(registry)  # what the metrics signal gets
+    with shared.lock:
+        shared.labels(event="aws.retry").inc()
     assert (
         registry.get_sample_value("evobs_log_events_suppressed_total", {"event": "aws.retry"}) == 1
     )

@@ -126,7 +126,12 @@ class _Family:
         if registry is not None:
             registry.register(self)  # ValueError on a name clash, as prometheus_client
 
-    def labels(self, *values: str) -> Any:
+    def labels(self, *values: str, **named: str) -> Any:
+        """The series of these label values (positional, or by name as prometheus_client)."""
+        if named:
+            if values or set(named) != set(self._labelnames):
+                raise ValueError(f"{self._name}: expected labels {self._labelnames}, got {named}")
+            values = tuple(named[name] for name in self._labelnames)
         if len(values) != len(self._labelnames):
             raise ValueError(f"{self._name}: expected labels {self._labelnames}, got {values}")
         key = tuple(str(v) for v in values)

@@ -189,6 +189,32 @@ class SdkPipeline:
         self._on_start(span, parent_context=context)
         return span
 
+    def child(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        start_time: int,
+        parent: SdkSpan,
+        context: Context,
+    ) -> trace.Span:
+        """A span under one of evobs's own recording spans (``context`` holds it): with
+        the SDK's default samplers it is sampled as its parent, with its flags and trace
+        state, so only the span id is new."""
+        if not self._sampler_mode:
+            return self.start(name, kind, attributes, start_time, context)
+        ctx: SpanContext = parent._context  # type: ignore[assignment]  # set on every SdkSpan
+        span_context = SpanContext(
+            ctx.trace_id,
+            self._generate_span_id(),
+            is_remote=False,
+            trace_flags=ctx.trace_flags,
+            trace_state=ctx.trace_state,
+        )
+        span = SdkSpan(self, name, span_context, ctx, kind, attributes, start_time)
+        self._on_start(span, parent_context=context)
+        return span
+
     def start(
         self,
         name: str,

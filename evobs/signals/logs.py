@@ -11,15 +11,16 @@ application that does not log evobs's events pays one method call per call.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 
 from .._log import STDLIB_LOGGER, logger
 from .._redact import error_message, render_params
-from .._registry import family
+from .metrics import log_events_suppressed_counter
 
 if TYPE_CHECKING:
     from .._call import Attempt, Call
@@ -98,7 +99,16 @@ class RetryLimiter:
 class LogsSignal:
     """Renders call records as structlog events on the stdlib logger ``evobs``."""
 
-    __slots__ = ("_enabled", "_limiter", "_log", "_options", "_slow_ns", "_static", "_suppressed")
+    __slots__ = (
+        "_enabled",
+        "_limiter",
+        "_log",
+        "_options",
+        "_slow_ns",
+        "_static",
+        "_suppressed",
+        "_suppressed_lock",
+    )
 
     name = "logs"
 
@@ -111,14 +121,9 @@ class LogsSignal:
         # Clamped: a huge threshold (1e300 s) means never, not an OverflowError.
         self._slow_ns = None if slow is None else int(min(slow, 1e12) * 1e9)
         self._limiter = RetryLimiter(options.retry_log_rate)
-        counter = family(
-            registry,
-            Counter,
-            "evobs_log_events_suppressed",
-            "Log events evobs dropped by rate limiting (aws.retry during retry storms)",
-            ("event",),
-        )
+        counter = log_events_suppressed_counter(registry)
         self._suppressed = counter.labels(event="aws.retry")
+        self._suppressed_lock = getattr(counter, "lock", None) or contextlib.nullcontext()
         self._static: dict[Operation, dict[str, Any]] = {}
 
     # -- helpers --------------------------------------------------------------------
@@ -148,7 +153,8 @@ class LogsSignal:
             return
         dropped = self._limiter.allow(call.op, attempt.start_ns)
         if dropped < 0:
-            self._suppressed.inc()
+            with self._suppressed_lock:
+                self._suppressed.inc()
             return
         previous = call.attempts[number - 2]
         fields = self._base(call)

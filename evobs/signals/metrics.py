@@ -101,11 +101,14 @@ def spans_dropped_counter(registry: CollectorRegistry) -> Counter:
     )
 
 
-def log_events_suppressed_counter(registry: CollectorRegistry) -> Counter:
-    """``evobs_log_events_suppressed_total{event}``: events left out by rate limiting."""
+def log_events_suppressed_counter(registry: CollectorRegistry) -> Any:
+    """``evobs_log_events_suppressed_total{event}``: events left out by rate limiting.
+
+    Counted on every suppressed retry of a retry storm: one of evobs's own families (an
+    update under its ``lock``), prometheus_client's in multiprocess mode."""
     return family(
         registry,
-        Counter,
+        Counter if _multiprocess() else CounterFamily,
         "evobs_log_events_suppressed",
         "Log events evobs did not emit because of its rate limits",
         ("event",),

@@ -186,7 +186,10 @@ class TracesSignal:
         parent_context = trace.set_span_in_context(parent)
         name = f"{call.op.span_name} attempt"
         end_default = call.end_ns or call.start_ns
-        redacted: dict[str, str] = {}  # retries usually repeat one message
+        # Retries usually repeat one error: redacted and rendered once per call.
+        statuses: dict[tuple[str | None, str], Status] = {}
+        pipeline = self._pipeline
+        fast = pipeline is not None and type(parent) is SdkSpan
         for attempt in call.attempts:
             attributes: dict[str, Any] = {
                 "http.request.resend_count": attempt.number - 1,
@@ -201,13 +204,15 @@ class TracesSignal:
             if attempt.outcome not in (None, "ok"):
                 attributes["error.type"] = error_type or attempt.outcome
                 attributes["aws.sdk.outcome"] = attempt.outcome
-            child = self._start_span(
-                name,
-                SpanKind.CLIENT,
-                attributes,
-                attempt.start_ns + WALL_OFFSET_NS,
-                parent_context,
-            )
+            start_time = attempt.start_ns + WALL_OFFSET_NS
+            if fast:
+                child = pipeline.child(  # type: ignore[union-attr]
+                    name, SpanKind.CLIENT, attributes, start_time, parent, parent_context
+                )
+            else:
+                child = self._start_span(
+                    name, SpanKind.CLIENT, attributes, start_time, parent_context
+                )
             end_time = (attempt.end_ns or end_default) + WALL_OFFSET_NS
             if child.is_recording():
                 if attempt.exception is not None:
@@ -220,11 +225,12 @@ class TracesSignal:
                         end_time,
                     )
                 if attempt.outcome not in (None, "ok"):
-                    message = attempt.error_message or ""
-                    safe = redacted.get(message)
-                    if safe is None:
-                        safe = redacted[message] = redact_text(message, call)
-                    child.set_status(Status(StatusCode.ERROR, f"{error_type}: {safe}"))
+                    key = (error_type, attempt.error_message or "")
+                    status = statuses.get(key)
+                    if status is None:
+                        safe = redact_text(key[1], call)
+                        status = statuses[key] = Status(StatusCode.ERROR, f"{error_type}: {safe}")
+                    child.set_status(status)
             child.end(end_time=end_time)
 
 
