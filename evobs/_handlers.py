@@ -138,7 +138,11 @@ class Handlers:
             return
         call.started = True
         frame.append(call)
-        self._deliver("call_started", self.fanout.call_started, call)
+        for fn in self.fanout.call_started:  # _deliver, inlined: every call passes here
+            try:
+                fn(call)
+            except Exception as exc:
+                self.errors.record("call_started", exc)
 
     def _end(self, call: Call, now: int) -> None:
         call.ended = True
@@ -170,7 +174,11 @@ class Handlers:
                 codes.append(call.error_type)
             call.expected = self.options.is_expected(call.op.service, call.op.name, codes)
         try:
-            self._deliver("call_ended", self.fanout.call_ended, call)
+            for fn in self.fanout.call_ended:  # _deliver, inlined: every call passes here
+                try:
+                    fn(call)
+                except Exception as exc:
+                    self.errors.record("call_ended", exc)
         finally:
             # Done with what the call referenced: params, and exceptions whose
             # tracebacks hold botocore's frames (and so the context holding this

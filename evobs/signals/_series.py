@@ -47,13 +47,16 @@ __all__ = [
 class HistogramSeries:
     """One labelled histogram: per-bucket (not cumulative) counts, the sum, exemplars."""
 
-    __slots__ = ("bounds", "counts", "created", "exemplars", "sum")
+    __slots__ = ("bounds", "counts", "created", "exemplar_due", "exemplars", "sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds  # without +Inf: bisect gives len(bounds) for the +Inf bucket
         self.counts = [0] * (len(bounds) + 1)
         self.sum = 0.0
         self.exemplars: list[Exemplar | None] | None = None
+        #: Per bucket, the perf_counter_ns before which its exemplar is fresh enough
+        #: (the metrics signal's throttle); allocated on first use.
+        self.exemplar_due: list[int] | None = None
         self.created = time.time()
 
     def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:

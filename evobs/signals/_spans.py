@@ -286,6 +286,12 @@ class SdkSpan(ReadableSpan, trace.Span):
         if self._end_time is None:
             self._attributes.update(attributes)
 
+    def writable_attributes(self) -> dict[str, Any] | None:
+        """The attribute dict evobs may fill in place (its own values only): None once
+        ended, or once code in the call set attributes through the API (validated)."""
+        attributes = self._attributes
+        return attributes if self._end_time is None and type(attributes) is dict else None
+
     def record_event(self, name: str, attributes: dict[str, Any], timestamp: int) -> None:
         if self._end_time is None:
             pipeline = self._pipeline

@@ -369,7 +369,6 @@ class MetricsSignal:
         "_buckets",
         "_clients",
         "_error_types",
-        "_exemplar_due",
         "_exemplars",
         "_families",
         "_lock",
@@ -383,12 +382,10 @@ class MetricsSignal:
     def __init__(self, registry: CollectorRegistry, options: Options) -> None:
         self._families = _Families(registry, tuple(options.duration_buckets))
         self._error_types = _error_types(self._families.errors)
-        # prometheus_client keeps no exemplars in multiprocess mode: build none.
+        # prometheus_client keeps no exemplars in multiprocess mode: build none. Otherwise
+        # the duration series are evobs's own, which throttle them (``exemplar_due``).
         self._exemplars = not _multiprocess()
         self._buckets = tuple(options.duration_buckets)
-        # id(histogram child) -> per bucket, the perf_counter_ns before which its
-        # exemplar is fresh enough: at most one new exemplar per bucket per second.
-        self._exemplar_due: dict[int, list[int]] = {}
         self._lock = threading.Lock()
         self._ops: dict[Operation, _Op] = {}
         self._services: dict[str, _Service] = {}
@@ -508,10 +505,10 @@ class MetricsSignal:
         prometheus_client validate) one per call is wasted work on a busy client; a rare
         slow bucket still gets the exemplar of its first call every time.
         """
-        due = self._exemplar_due.get(id(child))
+        due = child.exemplar_due  # exemplars are on only with evobs's own series
         if due is None:
             # One slot per bucket (and +Inf), allocated with the series: flat afterwards.
-            due = self._exemplar_due[id(child)] = [0] * (len(self._buckets) + 1)
+            due = child.exemplar_due = [0] * (len(self._buckets) + 1)
         index = bisect_left(self._buckets, seconds)
         now = call.end_ns or 0
         if now < due[index]:

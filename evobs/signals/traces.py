@@ -124,12 +124,13 @@ class TracesSignal:
         attempts = call.attempts
         if len(attempts) > 1:
             _retry_events(span, attempts)
-        attributes: dict[str, Any] = {
-            "aws.sdk.attempts": len(attempts),
-            "aws.sdk.retry_backoff_ms": call.backoff_ns / _NS_PER_MS,
-            "aws.sdk.signing_ms": call.signing_ns / _NS_PER_MS,
-            "aws.sdk.serialization_ms": call.serialization_ns / _NS_PER_MS,
-        }
+        # Straight into evobs's own span while nothing else wrote to it; else a dict to set.
+        own = span.writable_attributes() if type(span) is SdkSpan else None
+        attributes: dict[str, Any] = own if own is not None else {}
+        attributes["aws.sdk.attempts"] = len(attempts)
+        attributes["aws.sdk.retry_backoff_ms"] = call.backoff_ns / _NS_PER_MS
+        attributes["aws.sdk.signing_ms"] = call.signing_ns / _NS_PER_MS
+        attributes["aws.sdk.serialization_ms"] = call.serialization_ns / _NS_PER_MS
         if call.http_status is not None:
             attributes["http.response.status_code"] = call.http_status
         if call.request_id:
@@ -178,7 +179,8 @@ class TracesSignal:
                 # The producers' contexts are known only now: links added after start.
                 for link in extractor.links(call.response):
                     span.add_link(link)
-        _set_attributes(span, attributes)
+        if own is None:
+            _set_attributes(span, attributes)
         if len(attempts) > 1:
             self._attempt_spans(span, call)
 
