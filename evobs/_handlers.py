@@ -150,24 +150,24 @@ class Handlers:
             call.params = None
             return
         call.end_ns = now
+        outcome = call.outcome = classify(
+            call.http_status, call.error_code, call.exception, call.op.modeled_throttling
+        )
         attempts = call.attempts
         if attempts:
             last = attempts[-1]
             if last.end_ns is None:
-                # needs-retry was not delivered for the last attempt (or never ran).
+                # A success (needs-retry leaves those to the call's end), or needs-retry
+                # never ran: the last attempt ends with the call, with its response.
                 last.end_ns = now
                 last.http_status = call.http_status
                 last.error_code = call.error_code
                 last.error_message = call.error_message
                 last.exception = call.exception
                 last.request_id = call.request_id
-                last.outcome = classify(
-                    last.http_status, last.error_code, last.exception, call.op.modeled_throttling
-                )
-                self._deliver("attempt_ended", self.fanout.attempt_ended, call, last)
-        outcome = call.outcome = classify(
-            call.http_status, call.error_code, call.exception, call.op.modeled_throttling
-        )
+                last.outcome = outcome
+                if self.fanout.attempt_ended:
+                    self._deliver("attempt_ended", self.fanout.attempt_ended, call, last)
         if outcome != "ok" and self.options.expected_errors:
             codes = [str(call.http_status)] if call.http_status is not None else []
             if call.error_type is not None:
@@ -288,6 +288,12 @@ class Handlers:
         **_: Any,
     ) -> None:
         try:
+            if response is not None:
+                http, parsed = response
+                if http.status_code < 300 and not (isinstance(parsed, dict) and "Error" in parsed):
+                    # A success (the common case): the call's end, which comes next, closes
+                    # this attempt with the same status and request id (``_end``).
+                    return
             context = request_dict.get("context") if isinstance(request_dict, dict) else None
             call = context.get(CALL_KEY) if context else None
             if call is None or not call.attempts:
