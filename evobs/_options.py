@@ -43,6 +43,7 @@ _KNOWN: Final = frozenset(
         "slow_call_seconds",
         "duration_buckets",
         "retry_log_rate",
+        "retry_log_burst",
     }
 )
 
@@ -62,6 +63,7 @@ class Options:
         "duration_buckets",
         "expected_errors",
         "propagate_messages",
+        "retry_log_burst",
         "retry_log_rate",
         "signals",
         "slow_call_seconds",
@@ -75,6 +77,7 @@ class Options:
     slow_call_seconds: float | None
     duration_buckets: tuple[float, ...]
     retry_log_rate: float
+    retry_log_burst: float
 
     def __init__(self, **options: Any) -> None:
         unknown = sorted(set(options) - _KNOWN)
@@ -94,13 +97,20 @@ class Options:
             "slow_call_seconds", options.get("slow_call_seconds")
         )
         self.duration_buckets = _buckets(options.get("duration_buckets", DEFAULT_DURATION_BUCKETS))
-        rate = options.get("retry_log_rate", 10.0)
+        rate = options.get("retry_log_rate", 1.0)
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0:
             raise ValueError(
                 f"evobs: 'retry_log_rate' must be a positive number (events per second "
                 f"per operation), got {rate!r}"
             )
         self.retry_log_rate = float(rate)
+        burst = options.get("retry_log_burst", 10)
+        if isinstance(burst, bool) or not isinstance(burst, int | float) or not burst >= 1:
+            raise ValueError(
+                f"evobs: 'retry_log_burst' must be a number >= 1 (events per operation "
+                f"logged before the rate applies), got {burst!r}"
+            )
+        self.retry_log_burst = float(burst)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Options):

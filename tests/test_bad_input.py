@@ -162,6 +162,7 @@ _VALID: dict[str, st.SearchStrategy[Any]] = {
         st.floats(min_value=1e-9, max_value=1e9), min_size=1, max_size=30, unique=True
     ).map(sorted),
     "retry_log_rate": _POSITIVE,
+    "retry_log_burst": st.floats(min_value=1, max_value=1e6),
 }
 _OPTIONS = st.fixed_dictionaries(
     {},

@@ -478,6 +478,7 @@ def test_bad_targets_raise_type_error(target: Any) -> None:
         ({"duration_buckets": []}, ValueError),
         ({"expected_errors": ["404"]}, TypeError),
         ({"retry_log_rate": 0}, ValueError),
+        ({"retry_log_burst": 0.5}, ValueError),
     ],
 )
 def test_bad_options_raise_clear_errors(

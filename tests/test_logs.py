@@ -508,7 +508,7 @@ def test_retry_storm_is_rate_limited(
     """At most ``retry_log_rate`` retries per second per operation are logged; the rest
     are counted in ``evobs_log_events_suppressed_total{event="aws.retry"}``."""
     # 0.001/s: a burst of one, then one more token every 1000 s: deterministic.
-    handle = instrument(session, recorder, registry, retry_log_rate=0.001)
+    handle = instrument(session, recorder, registry, retry_log_rate=0.001, retry_log_burst=1)
     try:
         ddb = session.client("dynamodb", endpoint_url=faults.url, config=retries(5))
         faults.script([Fault.status(503)] * 5)
@@ -528,9 +528,9 @@ def test_retry_storm_is_rate_limited(
 
 
 def test_rate_limiter_refills_and_reports_drops() -> None:
-    """The token bucket: burst of ``rate``, refill over time, per key, and the next
+    """The token bucket: a burst, refill at ``rate`` over time, per key, and the next
     event let through says how many were dropped before it."""
-    limiter = RetryLimiter(2.0)
+    limiter = RetryLimiter(2.0, burst=2)
     second = 1_000_000_000
     assert [limiter.allow("a", 0) for _ in range(3)] == [0, 0, -1]
     assert limiter.allow("b", 0) == 0  # another operation has its own bucket
@@ -540,6 +540,21 @@ def test_rate_limiter_refills_and_reports_drops() -> None:
     assert limiter.allow("a", 10 * second) == 1  # refill is capped at the burst
     assert limiter.allow("a", 10 * second) == 0
     assert limiter.allow("a", 10 * second) == -1
+
+
+def test_default_limit_logs_sporadic_retries_and_summarises_storms() -> None:
+    """The defaults (1 event per second per operation, a burst of 10): a few retries are
+    all logged; a sustained storm gets one event per second, saying how many it dropped."""
+    from evobs._options import Options
+
+    options = Options()
+    assert (options.retry_log_rate, options.retry_log_burst) == (1.0, 10.0)
+    limiter = RetryLimiter(options.retry_log_rate, burst=options.retry_log_burst)
+    second = 1_000_000_000
+    assert [limiter.allow("op", 0) for _ in range(10)] == [0] * 10
+    assert [limiter.allow("op", 0) for _ in range(500)] == [-1] * 500
+    assert limiter.allow("op", second) == 500
+    assert limiter.allow("op", second) == -1
 
 
 def test_suppressed_counter_shared_with_metrics_family(registry: CollectorRegistry) -> None:

@@ -62,16 +62,16 @@ class _Bucket:
 
 
 class RetryLimiter:
-    """A token bucket per operation: at most ``rate`` events per second (burst ``rate``).
+    """A token bucket per operation: ``burst`` events at once, then ``rate`` per second.
 
     ``allow`` returns -1 for an event to drop, else how many were dropped since the
     last one let through (so the next event can say so)."""
 
     __slots__ = ("_buckets", "_burst", "_lock", "_per_ns")
 
-    def __init__(self, rate: float, lock: Any = None) -> None:
+    def __init__(self, rate: float, lock: Any = None, burst: float | None = None) -> None:
         self._per_ns = rate / 1e9
-        self._burst = max(1.0, rate)
+        self._burst = max(1.0, rate if burst is None else burst)
         self._buckets: dict[Any, _Bucket] = {}
         self._lock = lock if lock is not None else threading.Lock()
 
@@ -127,7 +127,9 @@ class LogsSignal:
         self._suppressed = counter.labels(event="aws.retry")
         # evobs's own counter family: counted by the limiter, under the family's lock.
         shared_lock = getattr(counter, "lock", None)
-        self._limiter = RetryLimiter(options.retry_log_rate, lock=shared_lock)
+        self._limiter = RetryLimiter(
+            options.retry_log_rate, lock=shared_lock, burst=options.retry_log_burst
+        )
         self._counted_by_limiter = shared_lock is not None
         self._static: dict[Operation, dict[str, Any]] = {}
 
