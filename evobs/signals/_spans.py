@@ -59,6 +59,7 @@ class SdkPipeline:
         "_generate_span_id",
         "_generate_trace_id",
         "_limits",
+        "_max_events",
         "_max_span_attributes",
         "_on_end",
         "_on_ending",
@@ -96,6 +97,7 @@ class SdkPipeline:
         # attributes and events pass as they are; other limits apply as in the SDK.
         lim = self._limits
         self._max_span_attributes = lim.max_span_attributes
+        self._max_events = lim.max_events if lim.max_events is not None else 1 << 30
         self._plain_spans = lim.max_span_attribute_length is None and (
             lim.max_span_attributes is None or lim.max_span_attributes >= _OWN_SPAN_ATTRIBUTES
         )
@@ -303,7 +305,13 @@ class SdkSpan(ReadableSpan, trace.Span):
                     immutable=True,
                     max_value_len=limits.max_attribute_length,
                 )
-            self._bounded_events().append(Event(name, attributes, timestamp))
+            events = self._events
+            if type(events) is list and len(events) < pipeline._max_events:
+                events.append(Event(name, attributes, timestamp))  # evobs's few, in order
+            elif type(events) is tuple and pipeline._max_events:
+                self._events = [Event(name, attributes, timestamp)]
+            else:
+                self._bounded_events().append(Event(name, attributes, timestamp))
 
     def finish(self, end_time: int) -> None:
         if self._end_time is None:
@@ -311,9 +319,13 @@ class SdkSpan(ReadableSpan, trace.Span):
             self._pipeline.end(self)
 
     def _bounded_events(self) -> Any:
+        """The events as the SDK keeps them (bounded, counting drops): from the first
+        event code in the call adds, or past the limit."""
         events = self._events
         if not isinstance(events, BoundedList):
-            events = self._events = BoundedList(self._pipeline.limits.max_events)
+            events = self._events = BoundedList.from_seq(
+                self._pipeline.limits.max_events, list(events)
+            )
         return events
 
     # -- opentelemetry.trace.Span: what code inside the call can do, validated ------

@@ -193,19 +193,22 @@ class TracesSignal:
         pipeline = self._pipeline
         fast = pipeline is not None and type(parent) is SdkSpan
         for attempt in call.attempts:
+            number = attempt.number
             attributes: dict[str, Any] = {
-                "http.request.resend_count": attempt.number - 1,
-                "aws.sdk.attempt": attempt.number,
+                "http.request.resend_count": number - 1,
+                "aws.sdk.attempt": number,
                 "aws.sdk.signing_ms": attempt.signing_ns / _NS_PER_MS,
             }
             if attempt.http_status is not None:
                 attributes["http.response.status_code"] = attempt.http_status
             if attempt.request_id:
                 attributes["aws.request_id"] = attempt.request_id
-            error_type = attempt.error_type
-            if attempt.outcome not in (None, "ok"):
-                attributes["error.type"] = error_type or attempt.outcome
-                attributes["aws.sdk.outcome"] = attempt.outcome
+            outcome = attempt.outcome
+            failed = outcome is not None and outcome != "ok"
+            error_type = attempt.error_type if failed else None
+            if failed:
+                attributes["error.type"] = error_type or outcome
+                attributes["aws.sdk.outcome"] = outcome
             start_time = attempt.start_ns + WALL_OFFSET_NS
             if fast:
                 child = pipeline.child(  # type: ignore[union-attr]
@@ -226,7 +229,7 @@ class TracesSignal:
                         ),
                         end_time,
                     )
-                if attempt.outcome not in (None, "ok"):
+                if failed:
                     key = (error_type, attempt.error_message or "")
                     status = statuses.get(key)
                     if status is None:
