@@ -225,18 +225,13 @@ class HistogramFamily(_Family):
         return [family]
 
 
-class CounterFamily(_Family):
-    """A counter family (exposed as ``<name>_total``)."""
+class _ValueFamily(_Family):
+    """Counters and gauges: one number per series."""
 
     __slots__ = ()
 
-    _type = "counter"
-
-    def _new_series(self) -> CounterSeries:
-        return CounterSeries()
-
-    def _empty(self) -> CounterMetricFamily:
-        return CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+    #: prometheus_client adds ``_created`` to counters, not to gauges.
+    _with_created: ClassVar[bool]
 
     def collect(self) -> Iterable[Metric]:
         family = self._empty()
@@ -244,27 +239,36 @@ class CounterFamily(_Family):
             rows = [(key, s.value, s.created) for key, s in self._series.items()]
         for key, value, created in rows:
             family.add_metric(key, value)
-            _created(family, self._name, self._labelnames, key, created)
+            if self._with_created:
+                _created(family, self._name, self._labelnames, key, created)
         return [family]
 
 
-class GaugeFamily(_Family):
+class CounterFamily(_ValueFamily):
+    """A counter family (exposed as ``<name>_total``)."""
+
+    __slots__ = ()
+
+    _type = "counter"
+    _with_created = True
+
+    def _new_series(self) -> CounterSeries:
+        return CounterSeries()
+
+    def _empty(self) -> CounterMetricFamily:
+        return CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
+
+class GaugeFamily(_ValueFamily):
     """A gauge family."""
 
     __slots__ = ()
 
     _type = "gauge"
+    _with_created = False
 
     def _new_series(self) -> GaugeSeries:
         return GaugeSeries()
 
     def _empty(self) -> GaugeMetricFamily:
         return GaugeMetricFamily(self._name, self._documentation, labels=self._labelnames)
-
-    def collect(self) -> Iterable[Metric]:
-        family = self._empty()
-        with self.lock:
-            rows = [(key, s.value) for key, s in self._series.items()]
-        for key, value in rows:
-            family.add_metric(key, value)
-        return [family]

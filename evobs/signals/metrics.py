@@ -236,24 +236,14 @@ class _Families:
             LOCAL_BUCKETS,
             **hot,
         )
-        if hot:
-            self.in_flight = family(
-                registry,
-                gauge,
-                "aws_sdk_calls_in_flight",
-                "AWS API calls in progress",
-                svc,
-                **hot,
-            )
-        else:
-            self.in_flight = family(
-                registry,
-                gauge,
-                "aws_sdk_calls_in_flight",
-                "AWS API calls in progress",
-                svc,
-                multiprocess_mode="livesum",
-            )
+        self.in_flight = family(
+            registry,
+            gauge,
+            "aws_sdk_calls_in_flight",
+            "AWS API calls in progress",
+            svc,
+            **(hot or {"multiprocess_mode": "livesum"}),
+        )
         self.clients = family(
             registry, Counter, "aws_sdk_clients_created", "botocore clients created", svc
         )
