@@ -767,6 +767,35 @@ def test_processor_sees_start_and_end(path: str, world: str, rigs: Callable[...,
     assert live.is_recording() is False
 
 
+class _Ending(_Probe):
+    """A processor with an ``_on_ending`` hook of its own (the SDK's experimental OnEnding)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ending: list[str] = []
+
+    def _on_ending(self, span: Any) -> None:
+        self.ending.append(span.name)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_processors_added_later_and_on_ending_hooks(
+    path: str, world: str, rigs: Callable[..., Rig]
+) -> None:
+    """A processor added to the provider after instrument() gets on_start/on_end for the
+    next spans, next to the first one; a processor's own ``_on_ending`` hook is called."""
+    rig = rigs(path)
+    sts = rig.client("sts", world)
+    sts.get_caller_identity()
+    later = _Ending()
+    rig.provider.add_span_processor(later)
+    sts.get_caller_identity()
+    assert len(rig.named("STS.GetCallerIdentity")) == 2  # the first processor, both calls
+    assert [name for name, *_ in later.started] == ["STS.GetCallerIdentity"]
+    assert later.ending == ["STS.GetCallerIdentity"]
+    assert len(later.ended) == 1 and _attrs(later.ended[0])["from.on_start"] == 1
+
+
 @pytest.mark.parametrize("path", PATHS)
 def test_batch_processor_after_force_flush(
     path: str, world: str, faults: FaultServer, rigs: Callable[..., Rig]

@@ -61,11 +61,13 @@ class SdkPipeline:
         "_limits",
         "_max_events",
         "_max_span_attributes",
+        "_multi",
         "_on_end",
         "_on_ending",
         "_on_start",
         "_plain_events",
         "_plain_spans",
+        "_processors",
         "_random_root",
         "_sampler",
         "_sampler_mode",
@@ -87,6 +89,11 @@ class SdkPipeline:
         self._on_end = processor.on_end
         # The SDK calls processors' ``_on_ending`` (OnEnding, still experimental) where it has it.
         self._on_ending = getattr(processor, "_on_ending", None)
+        # The provider's usual fan-out: its processors are called directly, and
+        # ``_on_ending`` only if one of them does something in it (see ``_dispatch``).
+        multi = getattr(sdk_trace, "SynchronousMultiSpanProcessor", None)
+        self._multi = processor if multi is not None and type(processor) is multi else None
+        self._processors: Any = None
         # Read per span, not copied: the SDK gives its tracers a new resource after fork.
         self._tracer = tracer
         self.instrumentation_info = getattr(tracer, "instrumentation_info", None)
@@ -125,6 +132,22 @@ class SdkPipeline:
     @property
     def limits(self) -> SpanLimits:
         return self._limits
+
+    def _dispatch(self) -> None:
+        """Point ``_on_start``/``_on_ending``/``_on_end`` at the provider's processors as
+        they are now (``add_span_processor`` replaces the tuple: checked per span). One
+        processor is called directly; no-op ``_on_ending`` hooks are not called."""
+        multi: Any = self._multi  # only called when there is one
+        processors = multi._span_processors
+        self._processors = processors
+        if len(processors) == 1:
+            self._on_start = processors[0].on_start
+            self._on_end = processors[0].on_end
+        else:
+            self._on_start = multi.on_start
+            self._on_end = multi.on_end
+        busy = [p for p in processors if getattr(type(p), "_on_ending", None) not in _NOOP_ENDING]
+        self._on_ending = multi._on_ending if busy else None
 
     @property
     def resource(self) -> Any:
@@ -188,6 +211,8 @@ class SdkPipeline:
         if not recording:
             return trace.NonRecordingSpan(span_context)
         span = SdkSpan(self, name, span_context, parent, kind, attributes, start_time)
+        if self._multi is not None and self._multi._span_processors is not self._processors:
+            self._dispatch()
         self._on_start(span, parent_context=context)
         return span
 
@@ -214,6 +239,8 @@ class SdkPipeline:
             trace_state=ctx.trace_state,
         )
         span = SdkSpan(self, name, span_context, ctx, kind, attributes, start_time)
+        if self._multi is not None and self._multi._span_processors is not self._processors:
+            self._dispatch()
         self._on_start(span, parent_context=context)
         return span
 
@@ -242,6 +269,8 @@ class SdkPipeline:
                 immutable=True,
                 max_value_len=limits.max_span_attribute_length,
             )
+        if self._multi is not None and self._multi._span_processors is not self._processors:
+            self._dispatch()
         if self._on_ending is not None:
             self._on_ending(span)
         self._on_end(span)
@@ -429,6 +458,17 @@ def exception_type(exception: BaseException) -> str:
     qualname = type(exception).__qualname__
     return f"{module}.{qualname}" if module not in (None, "builtins") else qualname
 
+
+def _noop_ending_hooks() -> frozenset[Any]:
+    """The SDK's own processors' ``_on_ending``: empty hooks, not worth a call per span."""
+    from opentelemetry.sdk.trace import SpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+    classes = (SpanProcessor, SimpleSpanProcessor, BatchSpanProcessor)
+    return frozenset(h for c in classes if (h := getattr(c, "_on_ending", None)) is not None)
+
+
+_NOOP_ENDING: Final = _noop_ending_hooks()
 
 _ASK: Final = 0
 _ALWAYS_ON: Final = 1
