@@ -570,7 +570,7 @@ def _csv(choices: Iterable[str]) -> Any:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a short run (smoke, development)")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 5; quick 1)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 9; quick 1)")
     parser.add_argument("--workloads", type=_csv(WORKLOADS), default=list(WORKLOADS))
     parser.add_argument("--variants", type=_csv(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--processors", type=_csv(("simple", "batch")), default=["simple", "batch"])
@@ -583,7 +583,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.argv = argv
     if args.rounds is None:
-        args.rounds = 1 if args.quick else 5
+        args.rounds = 1 if args.quick else 9
     if args.output is None and not args.quick and not args.no_write:
         args.output = DEFAULT_OUTPUT
     if args.no_write:
