@@ -133,6 +133,13 @@ class SdkPipeline:
     def limits(self) -> SpanLimits:
         return self._limits
 
+    def _begin(self, span: SdkSpan, context: Context | None) -> SdkSpan:
+        """Hands a new span to the processors (as they are now: see ``_dispatch``)."""
+        if self._multi is not None and self._multi._span_processors is not self._processors:
+            self._dispatch()
+        self._on_start(span, parent_context=context)
+        return span
+
     def _dispatch(self) -> None:
         """Point ``_on_start``/``_on_ending``/``_on_end`` at the provider's processors as
         they are now (``add_span_processor`` replaces the tuple: checked per span). One
@@ -210,11 +217,9 @@ class SdkPipeline:
             return trace.NonRecordingSpan(parent or trace.INVALID_SPAN_CONTEXT)
         if not recording:
             return trace.NonRecordingSpan(span_context)
-        span = SdkSpan(self, name, span_context, parent, kind, attributes, start_time)
-        if self._multi is not None and self._multi._span_processors is not self._processors:
-            self._dispatch()
-        self._on_start(span, parent_context=context)
-        return span
+        return self._begin(
+            SdkSpan(self, name, span_context, parent, kind, attributes, start_time), context
+        )
 
     def child(
         self,
@@ -238,11 +243,9 @@ class SdkPipeline:
             trace_flags=ctx.trace_flags,
             trace_state=ctx.trace_state,
         )
-        span = SdkSpan(self, name, span_context, ctx, kind, attributes, start_time)
-        if self._multi is not None and self._multi._span_processors is not self._processors:
-            self._dispatch()
-        self._on_start(span, parent_context=context)
-        return span
+        return self._begin(
+            SdkSpan(self, name, span_context, ctx, kind, attributes, start_time), context
+        )
 
     def start(
         self,
