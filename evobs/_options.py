@@ -7,8 +7,10 @@ path reads plain attributes and never re-checks anything.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
+
+from ._env import flag
 
 __all__ = ["DEFAULT_DURATION_BUCKETS", "SIGNAL_NAMES", "Options"]
 
@@ -44,6 +46,10 @@ _KNOWN: Final = frozenset(
         "duration_buckets",
         "retry_log_rate",
         "retry_log_burst",
+        "request_hook",
+        "response_hook",
+        "fast_spans",
+        "xray_header",
     }
 )
 
@@ -62,11 +68,15 @@ class Options:
         "capture_s3_keys",
         "duration_buckets",
         "expected_errors",
+        "fast_spans",
         "propagate_messages",
+        "request_hook",
+        "response_hook",
         "retry_log_burst",
         "retry_log_rate",
         "signals",
         "slow_call_seconds",
+        "xray_header",
     )
 
     signals: tuple[Any, ...]
@@ -78,6 +88,10 @@ class Options:
     duration_buckets: tuple[float, ...]
     retry_log_rate: float
     retry_log_burst: float
+    request_hook: Callable[[Any, Any], None] | None
+    response_hook: Callable[[Any, Any, Any], None] | None
+    fast_spans: bool
+    xray_header: bool
 
     def __init__(self, **options: Any) -> None:
         unknown = sorted(set(options) - _KNOWN)
@@ -111,6 +125,14 @@ class Options:
                 f"logged before the rate applies), got {burst!r}"
             )
         self.retry_log_burst = float(burst)
+        self.request_hook = _hook("request_hook", options.get("request_hook"))
+        self.response_hook = _hook("response_hook", options.get("response_hook"))
+        self.fast_spans = _bool(
+            "fast_spans", options.get("fast_spans", flag("EVOBS_FAST_SPANS", True))
+        )
+        self.xray_header = _bool(
+            "xray_header", options.get("xray_header", flag("EVOBS_XRAY_HEADER", True))
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Options):
@@ -134,6 +156,12 @@ class Options:
             if allowed and any(c in allowed for c in codes):
                 return True
         return False
+
+
+def _hook(name: str, value: object) -> Any:
+    if value is not None and not callable(value):
+        raise TypeError(f"evobs: option {name!r} must be a callable or None, got {value!r}")
+    return value
 
 
 def _same(a: object, b: object) -> bool:

@@ -131,7 +131,8 @@ class _DemoRun:
     def run(self) -> int:
         from prometheus_client import CollectorRegistry
 
-        from ._configure import configure, otlp_endpoint_is_set, resolve_otlp_endpoint
+        from ._configure import configure
+        from ._export import otlp_endpoint_is_set, resolve_otlp_endpoint
 
         args = self.args
         endpoint = args.otlp_endpoint or (
@@ -184,7 +185,7 @@ class _DemoRun:
         from opentelemetry.sdk.trace import TracerProvider
 
         from . import instrument
-        from ._configure import build_resource
+        from ._export import build_resource
         from .demo.summary import SpanCollector, render_summary
         from .demo.workload import EXPECTED_ERRORS, Workload, demo_endpoint, demo_session
 

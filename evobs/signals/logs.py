@@ -15,13 +15,14 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
-from prometheus_client import CollectorRegistry
-
-from .._log import STDLIB_LOGGER, logger
+from .. import _selfmetrics
+from .._log import STDLIB_LOGGER, get_logger
 from .._redact import error_message, render_params
-from .metrics import log_events_suppressed_counter
+from . import SignalBase
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from .._call import Attempt, Call
     from .._operation import Operation
     from .._options import Options
@@ -99,7 +100,7 @@ class RetryLimiter:
             return dropped
 
 
-class LogsSignal:
+class LogsSignal(SignalBase):
     """Renders call records as structlog events on the stdlib logger ``evobs``."""
 
     __slots__ = (
@@ -115,15 +116,15 @@ class LogsSignal:
 
     name = "logs"
 
-    def __init__(self, options: Options, registry: CollectorRegistry) -> None:
+    def __init__(self, options: Options, registry: CollectorRegistry | None) -> None:
         self._options = options
         self._enabled = STDLIB_LOGGER.isEnabledFor
         # A concrete BoundLogger (evobs's own processor chain; nothing global).
-        self._log = logger.bind()
+        self._log = get_logger().bind()
         slow = options.slow_call_seconds
         # Clamped: a huge threshold (1e300 s) means never, not an OverflowError.
         self._slow_ns = None if slow is None else int(min(slow, 1e12) * 1e9)
-        counter = log_events_suppressed_counter(registry)
+        counter = _selfmetrics.log_events_suppressed(registry)
         self._suppressed = counter.labels(event="aws.retry")
         # evobs's own counter family: counted by the limiter, under the family's lock.
         shared_lock = getattr(counter, "lock", None)
@@ -145,18 +146,17 @@ class LogsSignal:
             }
         fields = static.copy()
         fields["region"] = call.region
-        if call.span is not None:
-            ctx = call.span_context  # None if a broken tracer cannot give one
-            if ctx is not None and ctx.is_valid:
-                fields["trace_id"] = format(ctx.trace_id, "032x")
-                fields["span_id"] = format(ctx.span_id, "016x")
+        ctx = call.span_context
+        if ctx is not None and ctx.is_valid:
+            fields["trace_id"] = format(ctx.trace_id, "032x")
+            fields["span_id"] = format(ctx.span_id, "016x")
         return fields
 
     # -- transitions ------------------------------------------------------------------
 
     def attempt_started(self, call: Call, attempt: Attempt) -> None:
         number = attempt.number
-        if number == 1 or not self._enabled(WARNING):
+        if number == 1 or call.suppressed or not self._enabled(WARNING):
             return
         if self._counted_by_limiter:
             dropped = self._limiter.allow(call.op, attempt.start_ns, self._suppressed)
@@ -180,6 +180,8 @@ class LogsSignal:
         self._log.warning("aws.retry", **fields)
 
     def call_ended(self, call: Call) -> None:
+        if call.suppressed:
+            return
         outcome = call.outcome or "error"
         level = DEBUG if outcome == "ok" else INFO if call.expected else LEVELS.get(outcome, ERROR)
         slow_ns = self._slow_ns

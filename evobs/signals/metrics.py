@@ -26,9 +26,11 @@ from bisect import bisect_left
 from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client import values as _prom_values
 
+from .. import _selfmetrics
+from .._compat.prometheus import histogram_bounds, multiprocess_mode
 from .._registry import MetricConflictError, family
+from . import SignalBase
 from ._series import CounterFamily, GaugeFamily, HistogramFamily
 
 if TYPE_CHECKING:
@@ -44,8 +46,6 @@ __all__ = [
     "MetricsServer",
     "MetricsServerError",
     "MetricsSignal",
-    "log_events_suppressed_counter",
-    "spans_dropped_counter",
     "start_metrics_server",
 ]
 
@@ -88,31 +88,7 @@ _EXEMPLAR_INTERVAL_NS: Final = 1_000_000_000
 
 def _multiprocess() -> bool:
     """Whether prometheus_client runs in multiprocess mode (chosen at its import)."""
-    return bool(getattr(_prom_values.ValueClass, "_multiprocess", False))
-
-
-def spans_dropped_counter(registry: CollectorRegistry) -> Counter:
-    """``evobs_spans_dropped_total``: the shared family, for whichever signal drops spans."""
-    return family(
-        registry,
-        Counter,
-        "evobs_spans_dropped",
-        "Spans evobs could not start or end (they are dropped, the call is unaffected)",
-    )
-
-
-def log_events_suppressed_counter(registry: CollectorRegistry) -> Any:
-    """``evobs_log_events_suppressed_total{event}``: events left out by rate limiting.
-
-    Counted on every suppressed retry of a retry storm: one of evobs's own families (an
-    update under its ``lock``), prometheus_client's in multiprocess mode."""
-    return family(
-        registry,
-        Counter if _multiprocess() else CounterFamily,
-        "evobs_log_events_suppressed",
-        "Log events evobs did not emit because of its rate limits",
-        ("event",),
-    )
+    return multiprocess_mode()
 
 
 def _histogram(
@@ -125,8 +101,8 @@ def _histogram(
 ) -> Any:
     factory = Histogram if _multiprocess() or not kwargs else HistogramFamily
     metric: Any = family(registry, factory, name, doc, labelnames, buckets=buckets, **kwargs)
-    existing = tuple(metric._upper_bounds[:-1])  # both kinds of family have it
-    if existing != tuple(buckets):
+    existing = histogram_bounds(metric)  # both kinds of family have it
+    if existing is not None and existing != tuple(buckets):
         raise MetricConflictError(
             f"evobs: histogram {name!r} already exists in this registry with buckets "
             f"{existing}, not {tuple(buckets)}: instrument with the same duration_buckets "
@@ -136,7 +112,8 @@ def _histogram(
 
 
 class _Families:
-    """The fifteen families of one registry (``evobs_handler_errors`` comes from the core)."""
+    """The metric families of one registry (``evobs_handler_errors`` comes from the core,
+    ``_selfmetrics``)."""
 
     __slots__ = (
         "attempt_duration",
@@ -146,7 +123,6 @@ class _Families:
         "client_duration",
         "clients",
         "errors",
-        "handler_errors",
         "in_flight",
         "lock",
         "log_suppressed",
@@ -261,16 +237,8 @@ class _Families:
             "boto3 resource objects created (service resources, buckets, tables...)",
             ("service", "resource"),
         )
-        self.handler_errors = family(
-            registry,
-            Counter,
-            "evobs_handler_errors",
-            "Exceptions raised inside evobs (handlers and signals), swallowed so the call "
-            "is unaffected",
-            ("event",),
-        )
-        self.spans_dropped = spans_dropped_counter(registry)
-        self.log_suppressed = log_events_suppressed_counter(registry)
+        self.spans_dropped = _selfmetrics.spans_dropped(registry)
+        self.log_suppressed = _selfmetrics.log_events_suppressed(registry)
 
 
 class _ErrorTypes:
@@ -352,7 +320,7 @@ class _Op:
         self.other_error: Any = None
 
 
-class MetricsSignal:
+class MetricsSignal(SignalBase):
     """Renders call records as the Prometheus families of DESIGN section 4."""
 
     __slots__ = (
@@ -437,7 +405,7 @@ class MetricsSignal:
             )
             seconds = call.duration_ns * _NS
             exemplar = None
-            if self._exemplars and call.span is not None:
+            if self._exemplars and call.span_context is not None:
                 exemplar = self._exemplar(child, seconds, call)
             errors = None
             if outcome != "ok":
@@ -503,7 +471,7 @@ class MetricsSignal:
         now = call.end_ns or 0
         if now < due[index]:
             return None
-        ctx = call.span_context  # None if a broken tracer cannot give one
+        ctx = call.span_context
         if ctx is None or not ctx.trace_flags.sampled:
             return None
         due[index] = now + _EXEMPLAR_INTERVAL_NS
