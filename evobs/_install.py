@@ -33,7 +33,17 @@ if TYPE_CHECKING:
 
     from .signals import Signal
 
-__all__ = ["Instrumentation", "Outputs", "instrument", "resolve_target", "uninstrument"]
+__all__ = [
+    "INSTALLED",
+    "LOCK",
+    "Instrumentation",
+    "Outputs",
+    "install",
+    "instrument",
+    "resolve_target",
+    "uninstrument",
+    "validate_providers",
+]
 
 #: (event, handler attribute) for the seven per-call events, each registered
 #: first on ``<event>.*.*`` so it runs before every other handler of the event.
@@ -50,8 +60,10 @@ _PER_CALL: Final = (
 _CALL_DONE: Final = ("after-call", "after-call-error")
 _UID: Final = "evobs."
 
-_INSTALLED: Final[weakref.WeakKeyDictionary[Any, Instrumentation]] = weakref.WeakKeyDictionary()
-_LOCK: Final = threading.RLock()
+#: Every instrumentation by the event emitter it registered on.
+INSTALLED: Final[weakref.WeakKeyDictionary[Any, Instrumentation]] = weakref.WeakKeyDictionary()
+#: Held while registering or unregistering (botocore's emitter is not safe for that).
+LOCK: Final = threading.RLock()
 
 
 # -- what calls are rendered into ------------------------------------------------------
@@ -205,13 +217,13 @@ class Instrumentation:
 
     def uninstrument(self) -> None:
         """Stop recording: clear the shared flag and unregister every reachable handler."""
-        with _LOCK:
+        with LOCK:
             self.handlers.enabled = False
             emitter = self._emitter()
             if emitter is not None:
                 _unregister(emitter)
-                if _INSTALLED.get(emitter) is self:
-                    del _INSTALLED[emitter]
+                if INSTALLED.get(emitter) is self:
+                    del INSTALLED[emitter]
             target = self.target
             original = self._client_class
             if original is not None and target is not None:
@@ -370,13 +382,13 @@ def validate_providers(tracer_provider: Any, registry: Any) -> None:
 def install(
     kind: str, obj: Any, emitter: Any, outputs: Outputs, *, process_wide: bool = False
 ) -> Instrumentation:
-    """Register one instrumentation on a resolved target (the caller holds ``_LOCK``)."""
+    """Register one instrumentation on a resolved target (the caller holds ``LOCK``)."""
     inst = Instrumentation(obj, emitter, outputs, process_wide=process_wide)
     if kind == "client":
         inst.install_client(obj)
     else:
         inst.install_session(emitter)
-    _INSTALLED[emitter] = inst
+    INSTALLED[emitter] = inst
     return inst
 
 
@@ -392,8 +404,8 @@ def instrument(
     validate_providers(tracer_provider, registry)
     opts = Options(**options)
     kind, obj, emitter = resolve_target(target)
-    with _LOCK:
-        existing = _INSTALLED.get(emitter)
+    with LOCK:
+        existing = INSTALLED.get(emitter)
         if existing is None and kind == "client":
             owner = getattr(type(obj), "_evobs", None)
             if isinstance(owner, Instrumentation) and owner.enabled:
@@ -425,8 +437,8 @@ def uninstrument(target: Any = None) -> None:
         target.uninstrument()
         return
     kind, _, emitter = resolve_target(target)
-    with _LOCK:
-        inst = _INSTALLED.get(emitter)
+    with LOCK:
+        inst = INSTALLED.get(emitter)
         if inst is not None:
             inst.uninstrument()
         elif kind == "client":

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from ._env import flag
 
-__all__ = ["DEFAULT_DURATION_BUCKETS", "SIGNAL_NAMES", "Options"]
+__all__ = ["DEFAULT_DURATION_BUCKETS", "SIGNAL_NAMES", "Options", "options_from_env"]
 
 SIGNAL_NAMES: Final = ("traces", "metrics", "logs")
 
@@ -247,3 +247,53 @@ def _buckets(value: object) -> tuple[float, ...]:
             f"evobs: 'duration_buckets' must be positive, finite and increasing: {buckets!r}"
         )
     return buckets
+
+
+def options_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``instrument()`` options from ``EVOBS_*`` variables, for instrumentation with no
+    code (``opentelemetry-instrument``): ``EVOBS_SIGNALS`` (``traces,metrics,logs``),
+    ``EVOBS_CAPTURE_PARAMS``, ``EVOBS_CAPTURE_S3_KEYS``, ``EVOBS_PROPAGATE_MESSAGES``,
+    ``EVOBS_SLOW_CALL_SECONDS``, ``EVOBS_EXPECTED_ERRORS``
+    (``S3.HeadObject=404;*=ConditionalCheckFailedException,NoSuchKey``). ``EVOBS_FAST_SPANS``
+    and ``EVOBS_XRAY_HEADER`` are read by :class:`Options` itself. A malformed value
+    raises ``ValueError`` naming the variable."""
+    import os
+
+    env = os.environ if environ is None else environ
+    out: dict[str, Any] = {}
+    signals = env.get("EVOBS_SIGNALS", "").strip()
+    if signals:
+        out["signals"] = tuple(s.strip() for s in signals.split(",") if s.strip())
+    for option in ("capture_params", "capture_s3_keys", "propagate_messages"):
+        raw = env.get(f"EVOBS_{option.upper()}", "").strip().lower()
+        if raw in ("1", "true", "yes", "on"):
+            out[option] = True
+        elif raw in ("0", "false", "no", "off"):
+            out[option] = False
+        elif raw:
+            raise ValueError(f"evobs: EVOBS_{option.upper()} must be true or false, got {raw!r}")
+    slow = env.get("EVOBS_SLOW_CALL_SECONDS", "").strip()
+    if slow:
+        try:
+            out["slow_call_seconds"] = float(slow)
+        except ValueError:
+            raise ValueError(
+                f"evobs: EVOBS_SLOW_CALL_SECONDS must be a number of seconds, got {slow!r}"
+            ) from None
+    expected = env.get("EVOBS_EXPECTED_ERRORS", "").strip()
+    if expected:
+        table: dict[str, set[str]] = {}
+        for entry in expected.split(";"):
+            key, sep, codes = entry.partition("=")
+            if not entry.strip():
+                continue
+            if not sep or not key.strip() or not codes.strip():
+                raise ValueError(
+                    "evobs: EVOBS_EXPECTED_ERRORS entries are 'Service.Operation=code,code' "
+                    f"separated by ';', got {entry!r}"
+                )
+            table.setdefault(key.strip(), set()).update(
+                c.strip() for c in codes.split(",") if c.strip()
+            )
+        out["expected_errors"] = table
+    return out

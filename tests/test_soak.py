@@ -193,7 +193,7 @@ def _sizes(handle: evobs.Instrumentation, registry: CollectorRegistry) -> dict[s
     out = {
         "operation cache": len(_operation._CACHE),
         "host cache": len(_handlers._HOST_CACHE),
-        "_INSTALLED": len(_install._INSTALLED),
+        "INSTALLED": len(_install.INSTALLED),
         "error-log dedupe": len(handle.handlers.errors._seen),
         "handler-error children": len(handle.handlers.errors._children),
         "registry series": sum(len(m.samples) for m in registry.collect()),
