@@ -69,8 +69,10 @@ SETS_RANDOM_TRACE_ID_FLAG: Final = SDK_VERSION[:2] >= (1, 43) and hasattr(
 )
 
 
-def fast_spans_proven(version: tuple[int, ...] = SDK_VERSION) -> bool:
-    """Whether the matrix proves the span path on this SDK version."""
+def fast_spans_proven(version: tuple[int, ...] | None = None) -> bool:
+    """Whether the matrix proves the span path on this SDK version (default: installed)."""
+    if version is None:
+        version = SDK_VERSION
     low, high = FAST_SPANS_PROVEN
     return low <= version[:2] <= high
 
