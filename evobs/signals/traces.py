@@ -144,23 +144,25 @@ class TracesSignal:
             error_type = call.error_type or outcome or "error"
             attributes["error.type"] = error_type
             attributes["aws.sdk.outcome"] = outcome
-            description = _description(call)
-            timestamp = (call.end_ns or call.start_ns) + WALL_OFFSET_NS
-            if call.exception is not None:
-                _add_event(
-                    span,
-                    "exception",
-                    _exception_attributes(call, call.exception, description),
-                    timestamp,
-                )
-            else:
-                _add_event(
-                    span,
-                    "exception",
-                    {"exception.type": error_type, "exception.message": description},
-                    timestamp,
-                )
             if not call.expected:
+                # An expected error (``expected_errors``) is control flow: no exception
+                # event (viewers show it as an error log) and no status; error.type stays.
+                description = _description(call)
+                timestamp = (call.end_ns or call.start_ns) + WALL_OFFSET_NS
+                if call.exception is not None:
+                    _add_event(
+                        span,
+                        "exception",
+                        _exception_attributes(call, call.exception, description),
+                        timestamp,
+                    )
+                else:
+                    _add_event(
+                        span,
+                        "exception",
+                        {"exception.type": error_type, "exception.message": description},
+                        timestamp,
+                    )
                 span.set_status(Status(StatusCode.ERROR, description))
         if self._options.capture_params and call.params is not None:
             attributes["aws.request.params"] = render_params(
@@ -255,21 +257,22 @@ def _add_event(span: Any, name: str, attributes: dict[str, Any], timestamp: int)
 
 
 def _retry_events(span: Any, attempts: list[Attempt]) -> None:
-    """One ``aws.sdk.retry`` event per retry, stamped when the retry started; recorded
-    at the end of the call, like the attempt spans, so the call pays nothing meanwhile."""
+    """One ``aws.sdk.retry`` event per retry, stamped where botocore's backoff sleep
+    starts (the end of the failed attempt), with how long it slept and why: a trace
+    viewer shows it at the start of the gap between the attempt spans. Recorded at
+    the end of the call, like the attempt spans, so the call pays nothing meanwhile."""
     previous = attempts[0]
     for attempt in attempts[1:]:
-        backoff_ns = attempt.start_ns - (previous.end_ns or attempt.start_ns)
-        _add_event(
-            span,
-            "aws.sdk.retry",
-            {
-                "aws.sdk.attempt": attempt.number,
-                "aws.sdk.retry.reason": previous.outcome or "error",
-                "aws.sdk.retry_backoff_ms": backoff_ns / _NS_PER_MS,
-            },
-            attempt.start_ns + WALL_OFFSET_NS,
-        )
+        sleep_start = previous.end_ns or attempt.start_ns
+        attributes: dict[str, Any] = {
+            "aws.sdk.attempt": attempt.number,
+            "aws.sdk.retry.reason": previous.outcome or "error",
+            "aws.sdk.retry_backoff_ms": (attempt.start_ns - sleep_start) / _NS_PER_MS,
+        }
+        error_type = previous.error_type
+        if error_type is not None:
+            attributes["error.type"] = error_type
+        _add_event(span, "aws.sdk.retry", attributes, sleep_start + WALL_OFFSET_NS)
         previous = attempt
 
 
