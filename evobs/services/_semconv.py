@@ -4,6 +4,9 @@ The variable is a comma-separated list, read once at import (like every OTel
 instrumentation reads it): ``rpc``, ``messaging`` and ``database`` switch a domain to
 the new attribute names, ``rpc/dup``, ``messaging/dup`` and ``database/dup`` emit both
 generations. Anything else leaves the domain on the old names (the default).
+
+The remote AWS service as the call's peer (``service.peer.name``, ``peer.service``) is
+opt-in, as the conventions rate it: ``EVOBS_PEER_SERVICE=1``.
 """
 
 from __future__ import annotations
@@ -11,7 +14,18 @@ from __future__ import annotations
 import os
 from typing import Any, Final
 
-__all__ = ["DATABASE", "MESSAGING", "RPC", "database", "messaging", "mode", "rpc"]
+__all__ = [
+    "DATABASE",
+    "MESSAGING",
+    "PEER_SERVICE_ENV",
+    "RPC",
+    "database",
+    "messaging",
+    "mode",
+    "peer",
+    "peer_service_enabled",
+    "rpc",
+]
 
 OLD: Final = "old"
 NEW: Final = "new"
@@ -33,21 +47,54 @@ RPC: Final = mode("rpc")
 MESSAGING: Final = mode("messaging")
 DATABASE: Final = mode("database")
 
+#: Set to ``1``/``true``/``yes``/``on`` to name the AWS service as every call's peer.
+PEER_SERVICE_ENV: Final = "EVOBS_PEER_SERVICE"
 
-def rpc(service: str, method: str, generation: str = RPC) -> dict[str, Any]:
+
+def peer_service_enabled(value: str | None = None) -> bool:
+    """Whether ``EVOBS_PEER_SERVICE`` opts in to the peer attributes. Read when evobs
+    builds an operation's static attributes (once per operation), not per call."""
+    raw = os.environ.get(PEER_SERVICE_ENV, "") if value is None else value
+    return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+def peer(service: str) -> dict[str, Any]:
+    """The remote AWS service as the peer: its service id (``DynamoDB``, ``S3``, the same
+    string as ``rpc.service``, the span name's prefix and the ``service`` metric label).
+
+    ``service.peer.name`` is the current name; ``peer.service``, the name it replaced, is
+    what trace viewers read today (Jaeger's UI draws ``app -> DynamoDB`` on a leaf client
+    span from it, Jaeger's dependency jobs and the Collector's service graph add the edge
+    from it), so both are written.
+    """
+    return {"service.peer.name": service, "peer.service": service}
+
+
+def rpc(
+    service: str, method: str, generation: str = RPC, peer_service: bool | None = None
+) -> dict[str, Any]:
     """The per-operation RPC attributes (old: ``rpc.system``/``rpc.service``/``rpc.method``;
-    new: ``rpc.system.name`` and a fully-qualified ``rpc.method`` ``Service/Operation``).
+    new: ``rpc.system.name`` and a fully-qualified ``rpc.method`` ``Service/Operation``),
+    plus :func:`peer` when ``peer_service`` (default: ``EVOBS_PEER_SERVICE``) asks for it.
 
     Under ``rpc/dup`` the shared key ``rpc.method`` keeps its old value (the operation), so
     dashboards built on the old generation keep working while the new keys are added.
     """
-    old = {"rpc.system": "aws-api", "rpc.service": service, "rpc.method": method}
     if generation == OLD:
-        return old
-    new = {"rpc.system.name": "aws-api", "rpc.method": f"{service}/{method}"}
-    if generation == NEW:
-        return new
-    return {**new, **old}
+        out: dict[str, Any] = {
+            "rpc.system": "aws-api",
+            "rpc.service": service,
+            "rpc.method": method,
+        }
+    else:
+        out = {"rpc.system.name": "aws-api", "rpc.method": f"{service}/{method}"}
+        if generation != NEW:
+            out.update({"rpc.system": "aws-api", "rpc.service": service, "rpc.method": method})
+    if peer_service is None:
+        peer_service = peer_service_enabled()
+    if peer_service:
+        out.update(peer(service))
+    return out
 
 
 def messaging(
