@@ -50,6 +50,7 @@ _KNOWN: Final = frozenset(
         "response_hook",
         "fast_spans",
         "xray_header",
+        "peer_service",
     }
 )
 
@@ -69,6 +70,7 @@ class Options:
         "duration_buckets",
         "expected_errors",
         "fast_spans",
+        "peer_service",
         "propagate_messages",
         "request_hook",
         "response_hook",
@@ -92,6 +94,7 @@ class Options:
     response_hook: Callable[[Any, Any, Any], None] | None
     fast_spans: bool
     xray_header: bool
+    peer_service: bool
 
     def __init__(self, **options: Any) -> None:
         unknown = sorted(set(options) - _KNOWN)
@@ -132,6 +135,9 @@ class Options:
         )
         self.xray_header = _bool(
             "xray_header", options.get("xray_header", flag("EVOBS_XRAY_HEADER", True))
+        )
+        self.peer_service = _bool(
+            "peer_service", options.get("peer_service", flag("EVOBS_PEER_SERVICE", False))
         )
 
     def __eq__(self, other: object) -> bool:

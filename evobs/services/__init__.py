@@ -30,6 +30,7 @@ __all__ = [
     "Extractor",
     "OperationTraits",
     "ServiceSpec",
+    "peer_attributes",
     "rpc_attributes",
     "traits_for",
 ]
@@ -184,7 +185,13 @@ def traits_for(service: str, operation: str) -> OperationTraits:
     )
 
 
-def rpc_attributes(service: str, method: str) -> dict[str, Any]:
+def peer_attributes(service: str) -> dict[str, Any]:
+    """The AWS service as the peer (``service.peer.name``, ``peer.service``)."""
+    return _semconv.peer(service)
+
+
+def rpc_attributes(service: str, method: str, peer_service: bool = False) -> dict[str, Any]:
     """The RPC attributes of an operation, in the generation ``OTEL_SEMCONV_STABILITY_OPT_IN``
-    asks for (computed once per operation by the traces signal)."""
-    return _semconv.rpc(service, method)
+    asks for, and the AWS service as the peer when ``peer_service`` (computed once per
+    operation by the traces signal)."""
+    return _semconv.rpc(service, method, peer_service=peer_service)

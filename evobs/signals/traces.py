@@ -23,7 +23,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from .._call import WALL_OFFSET_NS
 from .._redact import error_message, redact_text, redact_traceback, render_params
 from .._version import __version__
-from ..services import rpc_attributes
+from ..services import peer_attributes, rpc_attributes
 from . import SignalBase
 from ._spans import SdkPipeline, SdkSpan, exception_type
 
@@ -92,7 +92,8 @@ class TracesSignal(SignalBase):
     def _static(self, op: Operation) -> tuple[dict[str, Any], SpanKind]:
         static = self._attrs.get(op)
         if static is None:
-            attributes = rpc_attributes(op.service, op.name)  # OTEL_SEMCONV_STABILITY_OPT_IN
+            # OTEL_SEMCONV_STABILITY_OPT_IN, and the peer service when asked for.
+            attributes = rpc_attributes(op.service, op.name, self._options.peer_service)
             if op.extractor is not None:
                 attributes.update(op.extractor.static)
             static = self._attrs[op] = (attributes, op.span_kind)
@@ -263,6 +264,8 @@ class TracesSignal(SignalBase):
         failures: dict[tuple[str, str], tuple[Status, str]] = {}
         pipeline = self._pipeline
         fast = pipeline is not None and type(parent) is SdkSpan
+        # The attempts are the leaves a viewer labels with the peer (when it is on).
+        peer = peer_attributes(call.op.service) if self._options.peer_service else None
         for attempt in call.attempts:
             number = attempt.number
             attributes: dict[str, Any] = {
@@ -270,6 +273,8 @@ class TracesSignal(SignalBase):
                 "aws.sdk.attempt": number,
                 "aws.sdk.signing_ms": attempt.signing_ns / _NS_PER_MS,
             }
+            if peer is not None:
+                attributes.update(peer)
             if attempt.http_status is not None:
                 attributes["http.response.status_code"] = attempt.http_status
             if attempt.request_id:
@@ -330,21 +335,22 @@ def _add_event(span: Any, name: str, attributes: dict[str, Any], timestamp: int)
 
 
 def _retry_events(span: Any, attempts: list[Attempt]) -> None:
-    """One ``aws.sdk.retry`` event per retry, stamped when the retry started; recorded
-    at the end of the call, like the attempt spans, so the call pays nothing meanwhile."""
+    """One ``aws.sdk.retry`` event per retry, stamped where botocore's backoff sleep
+    starts (the end of the failed attempt), with how long it slept and why: a trace
+    viewer shows it at the start of the gap between the attempt spans. Recorded at
+    the end of the call, like the attempt spans, so the call pays nothing meanwhile."""
     previous = attempts[0]
     for attempt in attempts[1:]:
-        backoff_ns = attempt.start_ns - (previous.end_ns or attempt.start_ns)
-        _add_event(
-            span,
-            "aws.sdk.retry",
-            {
-                "aws.sdk.attempt": attempt.number,
-                "aws.sdk.retry.reason": previous.outcome or "error",
-                "aws.sdk.retry_backoff_ms": backoff_ns / _NS_PER_MS,
-            },
-            attempt.start_ns + WALL_OFFSET_NS,
-        )
+        sleep_start = previous.end_ns or attempt.start_ns
+        attributes: dict[str, Any] = {
+            "aws.sdk.attempt": attempt.number,
+            "aws.sdk.retry.reason": previous.outcome or "error",
+            "aws.sdk.retry_backoff_ms": (attempt.start_ns - sleep_start) / _NS_PER_MS,
+        }
+        error_type = previous.error_type
+        if error_type is not None:
+            attributes["error.type"] = error_type
+        _add_event(span, "aws.sdk.retry", attributes, sleep_start + WALL_OFFSET_NS)
         previous = attempt
 
 
