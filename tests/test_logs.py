@@ -566,8 +566,9 @@ def test_suppressed_counter_shared_with_metrics_family(registry: CollectorRegist
     LogsSignal(Options(), registry)
     LogsSignal(Options(), registry)  # a second instrumentation into the same registry
     shared = log_events_suppressed_counter(registry)  # what the metrics signal gets
-    with shared.lock:
-        shared.labels(event="aws.retry").inc()
+    series = shared.labels(event="aws.retry")
+    with series.lock as w:
+        w.inc(series)
     assert (
         registry.get_sample_value("evobs_log_events_suppressed_total", {"event": "aws.retry"}) == 1
     )

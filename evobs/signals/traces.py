@@ -300,6 +300,9 @@ class TracesSignal(SignalBase):
                     name, SpanKind.CLIENT, attributes, start_time, parent_context
                 )
             end_time = (attempt.end_ns or end_default) + WALL_OFFSET_NS
+            # The last attempt carries the call's result: an expected error is not a failure.
+            if failed and call.expected and attempt is call.attempts[-1]:
+                failed = False
             if failed and child.is_recording():
                 key = (error_type, attempt.error_message or "")
                 found = failures.get(key)
