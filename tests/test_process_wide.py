@@ -188,3 +188,83 @@ def test_opentelemetry_instrument_loads_evobs_with_no_code_change(
     assert names == ["SQS.CreateQueue", "SQS.ListQueues"]
     assert {s.resource.get("service.name") for s in spans} == {"zero-code-app"}
     assert all(s.scope == "evobs" for s in spans)
+
+
+def test_both_instrumentations_active_is_said_once(
+    session: boto3.Session,
+    recorder: SpanRecorder,
+    registry: CollectorRegistry,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With opentelemetry-instrumentation-botocore active too, every call would get two
+    call spans: evobs says so once in its log, naming how to pick one."""
+    peer = pytest.importorskip("opentelemetry.instrumentation.botocore")
+    from evobs import _install as install_module
+
+    monkeypatch.setattr(install_module, "_PEER_NOTED", [False])
+    caplog.set_level("WARNING", logger="evobs")
+    instrumentor = peer.BotocoreInstrumentor()
+    instrumentor.instrument(tracer_provider=recorder.provider)
+    handle = evobs.instrument(session, tracer_provider=recorder.provider, registry=registry)
+    try:
+        session.client("sqs", region_name="us-east-1")
+        session.client("s3", region_name="us-east-1")
+    finally:
+        handle.uninstrument()
+        instrumentor.uninstrument()
+    said = [r for r in caplog.records if "evobs.peer_instrumentation_active" in r.getMessage()]
+    assert len(said) == 1
+    assert "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS" in said[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    ("env", "options"),
+    [
+        ({}, {}),
+        (
+            {
+                "EVOBS_SIGNALS": "traces, metrics",
+                "EVOBS_CAPTURE_PARAMS": "true",
+                "EVOBS_PROPAGATE_MESSAGES": "off",
+                "EVOBS_SLOW_CALL_SECONDS": "2.5",
+                "EVOBS_EXPECTED_ERRORS": (
+                    "S3.HeadObject=404;*=ConditionalCheckFailedException,NoSuchKey"
+                ),
+            },
+            {
+                "signals": ("traces", "metrics"),
+                "capture_params": True,
+                "propagate_messages": False,
+                "slow_call_seconds": 2.5,
+                "expected_errors": {
+                    "S3.HeadObject": {"404"},
+                    "*": {"ConditionalCheckFailedException", "NoSuchKey"},
+                },
+            },
+        ),
+    ],
+)
+def test_options_from_the_environment(env: dict[str, str], options: dict[str, object]) -> None:
+    """Zero-code instrumentation reads its options from EVOBS_* variables, and they are
+    valid instrument() options."""
+    from evobs._options import Options, options_from_env
+
+    assert options_from_env(env) == options
+    Options(**options_from_env(env))
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"EVOBS_CAPTURE_PARAMS": "maybe"},
+        {"EVOBS_SLOW_CALL_SECONDS": "soon"},
+        {"EVOBS_EXPECTED_ERRORS": "S3.HeadObject"},
+    ],
+)
+def test_malformed_environment_options_name_the_variable(env: dict[str, str]) -> None:
+    """A malformed variable is a clear error naming it, not a silent default."""
+    from evobs._options import options_from_env
+
+    with pytest.raises(ValueError, match=next(iter(env))):
+        options_from_env(env)
