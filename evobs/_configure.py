@@ -31,6 +31,7 @@ from ._export import (
     build_tracer_provider,
     resolve_otlp_endpoint,
 )
+from ._fork import ForkSafeLock
 from ._log import get_logger
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ class Telemetry:
         self._log_level_before = logging.NOTSET
         self._instrumentations: list[Instrumentation] = []
         self._shut_down = False
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
 
     @property
     def metrics_port(self) -> int | None:

@@ -8,7 +8,6 @@ Spans that never leave the process (queue full, export failed) are counted in
 from __future__ import annotations
 
 import os
-import threading
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -16,6 +15,7 @@ from urllib.parse import urlsplit
 
 from . import _selfmetrics
 from ._compat.otel_sdk import batch_queue
+from ._fork import ForkSafeLock
 from ._log import get_logger
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class CountingSpanProcessor:
         self.processor = processor
         self._counter = counter
         self._closed = False
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         found = batch_queue(processor)
         self._queue: deque[Any] | None = None
         self._size = 0

@@ -11,7 +11,6 @@ that ``uninstrument`` undoes. Process-wide mode lives in ``_process``.
 from __future__ import annotations
 
 import sys
-import threading
 import weakref
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Final
@@ -22,6 +21,7 @@ from opentelemetry import trace
 
 from ._client import base_class_for
 from ._env import truthy
+from ._fork import ForkSafeLock
 from ._handlers import Fanout, Handlers
 from ._log import HandlerErrors, get_logger
 from ._options import Options
@@ -63,7 +63,7 @@ _UID: Final = "evobs."
 #: Every instrumentation by the event emitter it registered on.
 INSTALLED: Final[weakref.WeakKeyDictionary[Any, Instrumentation]] = weakref.WeakKeyDictionary()
 #: Held while registering or unregistering (botocore's emitter is not safe for that).
-LOCK: Final = threading.RLock()
+LOCK: Final = ForkSafeLock(reentrant=True)
 
 
 # -- what calls are rendered into ------------------------------------------------------

@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
@@ -32,6 +31,8 @@ from typing import TYPE_CHECKING, Any, Final
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+from ._fork import ForkSafeLock
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -335,7 +336,7 @@ def inject_client_context(call: Call, params: dict[str, Any], context: dict[str,
 # by message id, so extract_context still finds it. Bounded, oldest out first.
 _REMEMBERED: Final[OrderedDict[str, dict[str, str]]] = OrderedDict()
 _REMEMBERED_MAX: Final = 4096
-_REMEMBERED_LOCK: Final = threading.Lock()
+_REMEMBERED_LOCK: Final = ForkSafeLock()
 
 
 def _remember(message_id: Any, carrier: dict[str, str]) -> None:

@@ -28,6 +28,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 from .. import _selfmetrics
 from .._compat.prometheus import histogram_bounds, multiprocess_mode
+from .._fork import ForkSafeLock
 from .._registry import MetricConflictError, family
 from . import SignalBase
 from ._series import CounterFamily, GaugeFamily, HistogramFamily, Writer, lock_of
@@ -242,7 +243,7 @@ class _ErrorTypes:
     __slots__ = ("lock", "seen")
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = ForkSafeLock()
         self.seen: dict[tuple[str, str], set[str]] = {}
 
     def admit(self, service: str, operation: str, error_type: str) -> str:
@@ -259,7 +260,7 @@ class _ErrorTypes:
 
 
 _ERROR_TYPES: Final[weakref.WeakKeyDictionary[Counter, _ErrorTypes]] = weakref.WeakKeyDictionary()
-_ERROR_TYPES_LOCK: Final = threading.Lock()
+_ERROR_TYPES_LOCK: Final = ForkSafeLock()
 
 
 def _attempts(w: Writer, m: _Op, attempts: list[Attempt], retried: bool) -> None:
@@ -363,7 +364,7 @@ class MetricsSignal(SignalBase):
         # the duration series are evobs's own, which throttle them (``exemplar_due``).
         self._exemplars = not _multiprocess()
         self._buckets = tuple(options.duration_buckets)
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self._ops: dict[Operation, _Op] = {}
         self._services: dict[str, _Service] = {}
         self._clients: dict[str, tuple[Any, Any]] = {}
@@ -451,6 +452,12 @@ class MetricsSignal(SignalBase):
                 with svc.lock as w:
                     w.dec(svc.in_flight)
 
+    def call_forgotten(self, call: Call) -> None:
+        """A call of a thread that is gone (a forked child): it is no longer in flight."""
+        m = self._ops.get(call.op) or self._op(call.op)
+        with m.svc.lock as w:
+            w.dec(m.svc.in_flight)
+
     def _exemplar(self, child: Any, seconds: float, call: Call) -> dict[str, str] | None:
         """The call's trace as exemplar, unless its bucket got one less than a second ago.
 
@@ -503,11 +510,13 @@ class MetricsServerError(OSError):
 class MetricsServer:
     """A running ``/metrics`` endpoint: ``.port`` is the bound port; ``shutdown()`` stops it."""
 
-    __slots__ = ("_httpd", "_thread", "addr", "port")
+    __slots__ = ("_httpd", "_pid", "_thread", "addr", "port")
 
     def __init__(self, httpd: Any, thread: threading.Thread, addr: str) -> None:
         self._httpd = httpd
         self._thread = thread
+        #: The process serving: a forked child has the socket, not the serving thread.
+        self._pid = os.getpid()
         self.addr = addr
         self.port: int = int(httpd.server_address[1])
 
@@ -522,6 +531,11 @@ class MetricsServer:
         """Stop serving and release the port (idempotent)."""
         httpd, self._httpd = self._httpd, None
         if httpd is None:
+            return
+        if self._pid != os.getpid():
+            # A forked child: the serving thread is the parent's. Only this process's
+            # copy of the socket is closed (waiting for the thread would never return).
+            httpd.server_close()
             return
         httpd.shutdown()
         httpd.server_close()
