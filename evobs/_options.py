@@ -134,7 +134,7 @@ class Options:
             "fast_spans", options.get("fast_spans", flag("EVOBS_FAST_SPANS", True))
         )
         self.xray_header = _bool(
-            "xray_header", options.get("xray_header", flag("EVOBS_XRAY_HEADER", True))
+            "xray_header", options.get("xray_header", flag("EVOBS_XRAY_HEADER", False))
         )
         self.peer_service = _bool(
             "peer_service", options.get("peer_service", flag("EVOBS_PEER_SERVICE", False))
