@@ -299,10 +299,10 @@ def _build_signals(
 def _default_session() -> Any:
     try:
         import boto3
-    except ImportError:  # pragma: no cover - boto3 is optional
+    except ImportError:  # boto3 is an extra: evobs[boto3]
         raise TypeError(
             "evobs.instrument(None) instruments boto3's default session, but boto3 is not "
-            "installed; pass a botocore session or client instead"
+            "installed: pip install 'evobs[boto3]' (or pass a botocore session or client)"
         ) from None
     return boto3._get_default_session()
 
