@@ -63,6 +63,7 @@ DEFAULT_SHUTDOWN_TIMEOUT: Final = 5.0
 #: it still holds once the exporter is shut down; it no longer waits on the network then.
 _ABANDON_GRACE_SECONDS: Final = 1.0
 
+_MAX_PORT: Final = 65535
 _DEFAULT_OTLP_BASE: Final = "http://localhost:4318"
 _TRACES_PATH: Final = "/v1/traces"
 _HANDLER_MARK: Final = "_evobs_configured"
@@ -512,10 +513,13 @@ def configure(
     if logs not in ("json", "console", None):
         raise ValueError(f"evobs.configure: logs must be 'json', 'console' or None, got {logs!r}")
     if metrics_port is not None and (
-        not isinstance(metrics_port, int) or isinstance(metrics_port, bool) or metrics_port < 0
+        not isinstance(metrics_port, int)
+        or isinstance(metrics_port, bool)
+        or not 0 <= metrics_port <= _MAX_PORT
     ):
         raise ValueError(
-            f"evobs.configure: metrics_port must be a port number or None, got {metrics_port!r}"
+            "evobs.configure: metrics_port must be a port number from 0 to 65535 (0 picks a "
+            f"free port) or None, got {metrics_port!r}"
         )
     if span_queue_size is not None and (
         not isinstance(span_queue_size, int) or span_queue_size < 1
