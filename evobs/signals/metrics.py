@@ -258,7 +258,7 @@ class _Families:
             registry,
             Counter,
             "aws_sdk_resources_created",
-            "boto3 resource objects created (service resources, buckets, tables...)",
+            "boto3 resource classes built (creating-resource-class events), not resource objects",
             ("service", "resource"),
         )
         self.handler_errors = family(
