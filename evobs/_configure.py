@@ -20,6 +20,7 @@ import atexit
 import logging
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -49,10 +50,16 @@ __all__ = [
 
 #: ``Telemetry.shutdown()`` returns after this long at most, flushed or not.
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 5.0
-#: After a timed-out shutdown, how long the export thread gets to fail (and count) what
-#: it still holds once the exporter is shut down; it no longer waits on the network then.
+#: After a timed-out flush, how long the export thread gets to fail (and count) what it
+#: still holds once the exporter is shut down (it no longer waits on the network then);
+#: taken out of the shutdown's own timeout, never added to it.
 _ABANDON_GRACE_SECONDS: Final = 1.0
+#: The part of a shutdown's timeout the span flush leaves to what follows it (the
+#: abandonment above and stopping the metrics server), and its cap in seconds.
+_AFTER_FLUSH_SHARE: Final = 0.2
+_AFTER_FLUSH_MAX_SECONDS: Final = 1.0
 
+_MAX_PORT: Final = 65535
 _HANDLER_MARK: Final = "_evobs_configured"
 
 Traces = Literal["otlp", "console"]
@@ -175,10 +182,13 @@ class Telemetry:
     def shutdown(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> bool:
         """Flush and stop everything configure() started; returns within ``timeout`` seconds.
 
+        Every part (span flush, abandoning what is left, the metrics server) takes
+        its time out of one deadline, so the whole returns within ``timeout``.
         Returns False if the spans could not all be exported in time (a down or
         hanging collector): the rest are abandoned (and counted as dropped if the
         exporter gives up on them), never waited for. Idempotent.
         """
+        deadline = _Deadline(timeout)
         with self._lock:
             if self._shut_down:
                 return True
@@ -193,23 +203,29 @@ class Telemetry:
                 get_logger().warning(
                     "evobs.configure.uninstrument_failed", error_type=type(exc).__name__
                 )
+        server, self.metrics_server = self.metrics_server, None
+        after_flush = min(max(timeout, 0.0) * _AFTER_FLUSH_SHARE, _AFTER_FLUSH_MAX_SECONDS)
         flushed = True
         provider = self.tracer_provider
         if provider is not None:
-            flushed, flushing = _bounded(provider.shutdown, timeout)
+            flushed, flushing = _bounded(
+                provider.shutdown, deadline.share("flush", keep=after_flush)
+            )
             if not flushed and self._span_processor is not None:
-                # Abort the exporter's retry back-off so the worker thread ends soon: the
-                # spans still queued then fail at once and are counted as dropped.
                 exporter = getattr(self._span_processor.processor, "span_exporter", None)
-                try:
-                    if exporter is not None:
-                        exporter.shutdown()
-                except Exception:  # best effort on a stuck exporter
-                    pass
-                flushing.join(_ABANDON_GRACE_SECONDS)
-        server, self.metrics_server = self.metrics_server, None
+                _bounded(
+                    lambda: _abandon(exporter, flushing),
+                    deadline.share("abandon", keep=after_flush / 2 if server else 0.0),
+                    "evobs.configure.abandon_failed",
+                )
         if server is not None:
-            server.shutdown()
+            # Stopping the server waits for its poll loop; past the deadline it finishes
+            # on its own thread and the port is released then.
+            _bounded(
+                server.shutdown,
+                deadline.share("metrics_server"),
+                "evobs.configure.metrics_server_stop_failed",
+            )
         handler = self._log_handler
         if handler is not None:
             evobs_logger = logging.getLogger("evobs")
@@ -232,7 +248,33 @@ class Telemetry:
         )
 
 
-def _bounded(func: Any, timeout: float) -> tuple[bool, threading.Thread]:
+class _Deadline:
+    """One time budget shared by the parts of a shutdown: each gets what is left of it."""
+
+    __slots__ = ("end",)
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + max(seconds, 0.0)
+
+    def share(self, part: str, keep: float = 0.0) -> float:
+        """Seconds ``part`` may take now, keeping ``keep`` for the parts after it."""
+        return max(self.end - time.monotonic() - keep, 0.0)
+
+
+def _abandon(exporter: Any, flushing: threading.Thread) -> None:
+    """Abort the exporter's retry back-off, then give the export thread a short grace.
+
+    Once the exporter is shut down the spans still queued fail at once and are counted
+    as dropped, so the grace is spent counting, not waiting on the network.
+    """
+    if exporter is not None:
+        exporter.shutdown()
+    flushing.join(_ABANDON_GRACE_SECONDS)
+
+
+def _bounded(
+    func: Any, timeout: float, failure_event: str = "evobs.configure.flush_failed"
+) -> tuple[bool, threading.Thread]:
     """Run ``func`` on a daemon thread and wait ``timeout`` seconds at most."""
     result: list[Any] = []
 
@@ -240,7 +282,7 @@ def _bounded(func: Any, timeout: float) -> tuple[bool, threading.Thread]:
         try:
             result.append(func())
         except Exception as exc:
-            get_logger().warning("evobs.configure.flush_failed", error_type=type(exc).__name__)
+            get_logger().warning(failure_event, error_type=type(exc).__name__)
             result.append(False)
 
     thread = threading.Thread(target=run, name="evobs-telemetry-flush", daemon=True)
@@ -296,10 +338,13 @@ def configure(
     if logs not in ("json", "console", None):
         raise ValueError(f"evobs.configure: logs must be 'json', 'console' or None, got {logs!r}")
     if metrics_port is not None and (
-        not isinstance(metrics_port, int) or isinstance(metrics_port, bool) or metrics_port < 0
+        not isinstance(metrics_port, int)
+        or isinstance(metrics_port, bool)
+        or not 0 <= metrics_port <= _MAX_PORT
     ):
         raise ValueError(
-            f"evobs.configure: metrics_port must be a port number or None, got {metrics_port!r}"
+            "evobs.configure: metrics_port must be a port number from 0 to 65535 (0 picks a "
+            f"free port) or None, got {metrics_port!r}"
         )
     if span_queue_size is not None and (
         not isinstance(span_queue_size, int) or span_queue_size < 1

@@ -356,7 +356,7 @@ def _default_session() -> Any:
     except ImportError:
         raise TypeError(
             "evobs.instrument(None) instruments boto3's default session, but boto3 is not "
-            "installed (pip install 'evobs[boto3]'); pass a botocore session or client instead"
+            "installed: pip install 'evobs[boto3]' (or pass a botocore session or client)"
         ) from None
     from ._compat.botocore import default_boto3_session
 

@@ -226,7 +226,7 @@ class _Families:
             registry,
             Counter,
             "aws_sdk_resources_created",
-            "boto3 resource objects created (service resources, buckets, tables...)",
+            "boto3 resource classes built (creating-resource-class events), not resource objects",
             ("service", "resource"),
         )
         self.spans_dropped = _selfmetrics.spans_dropped(registry)
@@ -567,6 +567,10 @@ def start_metrics_server(
     """
     from prometheus_client import start_http_server
 
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(
+            f"evobs: port must be a port number from 0 to 65535 (0 picks a free one), got {port!r}"
+        )
     if registry is None:
         if _multiprocess() and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             from prometheus_client import multiprocess
