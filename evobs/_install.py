@@ -19,7 +19,7 @@ from typing import Any, Final
 from botocore.client import BaseClient
 from botocore.session import Session as BotocoreSession
 from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from ._handlers import Fanout, Handlers, enter_call_frame, exit_call_frame
@@ -139,6 +139,7 @@ class Instrumentation:
         "_emitter",
         "_handlers",
         "_target",
+        "meter_provider",
         "options",
         "registry",
         "signals",
@@ -154,14 +155,18 @@ class Instrumentation:
         registry: CollectorRegistry,
         *,
         disabled: bool = False,
+        meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
         self._target = _weak(target)
         self._emitter = _weak(emitter)
         self.options = options
         self.tracer_provider = tracer_provider
+        self.meter_provider = meter_provider
         self.registry = registry
         self._client_class: type | None = None
-        self.signals = () if disabled else _build_signals(options, tracer_provider, registry)
+        self.signals = (
+            () if disabled else _build_signals(options, tracer_provider, registry, meter_provider)
+        )
         self._handlers = Handlers(options, Fanout(self.signals), HandlerErrors(registry))
         self._handlers.enabled = not disabled
 
@@ -266,12 +271,28 @@ def _unregister(emitter: Any) -> None:
 
 
 def _build_signals(
-    options: Options, tracer_provider: trace.TracerProvider | None, registry: CollectorRegistry
+    options: Options,
+    tracer_provider: trace.TracerProvider | None,
+    registry: CollectorRegistry,
+    meter_provider: metrics.MeterProvider | None = None,
 ) -> tuple[Any, ...]:
     """Built-in signals by name (imported only when enabled); traces first, so the
-    span exists when metrics and logs read its trace id."""
+    span exists when metrics and logs read its trace id. The OpenTelemetry metrics
+    signal comes before traces: its call_ended then runs while the call span is still
+    current, so the SDK's exemplars point at the call's own span."""
     names = [s for s in options.signals if isinstance(s, str)]
     out: list[Any] = []
+    if "otel_metrics" in names and not _truthy("OTEL_SDK_DISABLED"):
+        from ._registry import MetricConflictError
+        from .signals.otel_metrics import OtelMetricsSignal
+
+        try:
+            out.append(OtelMetricsSignal(meter_provider, options))
+        except MetricConflictError:
+            raise
+        except Exception as exc:
+            # A meter provider that cannot even give a meter costs only this signal.
+            HandlerErrors(registry).record("instrument", exc)
     if "traces" in names and not _truthy("OTEL_SDK_DISABLED"):
         from .signals.traces import TracesSignal
 
@@ -332,6 +353,7 @@ def instrument(
     *,
     tracer_provider: trace.TracerProvider | None = None,
     registry: CollectorRegistry | None = None,
+    meter_provider: metrics.MeterProvider | None = None,
     **options: Any,
 ) -> Instrumentation:
     """Instrument a session or client: every AWS call through it becomes a span,
@@ -340,6 +362,11 @@ def instrument(
         raise TypeError(
             "evobs: tracer_provider must be an opentelemetry TracerProvider, "
             f"got {type(tracer_provider).__name__}"
+        )
+    if meter_provider is not None and not isinstance(meter_provider, metrics.MeterProvider):
+        raise TypeError(
+            "evobs: meter_provider must be an opentelemetry MeterProvider, "
+            f"got {type(meter_provider).__name__}"
         )
     if registry is not None and not isinstance(registry, CollectorRegistry):
         raise TypeError(
@@ -359,6 +386,7 @@ def instrument(
             if (
                 existing.options == opts
                 and existing.tracer_provider is tracer_provider
+                and existing.meter_provider is meter_provider
                 and existing.registry is registry
             ):
                 return existing
@@ -367,8 +395,18 @@ def instrument(
                 "call evobs.uninstrument() on it first"
             )
         if _truthy("EVOBS_DISABLED"):
-            return Instrumentation(obj, emitter, opts, tracer_provider, registry, disabled=True)
-        inst = Instrumentation(obj, emitter, opts, tracer_provider, registry)
+            return Instrumentation(
+                obj,
+                emitter,
+                opts,
+                tracer_provider,
+                registry,
+                disabled=True,
+                meter_provider=meter_provider,
+            )
+        inst = Instrumentation(
+            obj, emitter, opts, tracer_provider, registry, meter_provider=meter_provider
+        )
         if kind == "client":
             inst._install_client(obj)
         else:
