@@ -5,7 +5,8 @@ Libraries call :func:`evobs.instrument`; an application may also call
 
 - traces: an SDK ``TracerProvider`` (resource with ``service.name``) whose spans
   go through a ``BatchSpanProcessor`` to the OTLP/HTTP exporter (or the console),
-- metrics: the Prometheus ``/metrics`` HTTP server,
+- metrics: the Prometheus ``/metrics`` HTTP server and, when asked
+  (``otel_metrics="otlp"``), an SDK ``MeterProvider`` exporting over OTLP/HTTP,
 - logs: JSON or console output for the ``evobs`` logger only.
 
 Export always happens off the calling thread with a bounded timeout, so an
@@ -21,6 +22,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -32,6 +34,7 @@ from ._log import logger
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
+    from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.trace import ReadableSpan, Span, TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -65,9 +68,15 @@ _ABANDON_GRACE_SECONDS: Final = 1.0
 
 _DEFAULT_OTLP_BASE: Final = "http://localhost:4318"
 _TRACES_PATH: Final = "/v1/traces"
+#: Per OTLP signal: its path under a base URL and the variable naming its full URL.
+_SIGNALS: Final = {
+    "traces": (_TRACES_PATH, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+    "metrics": ("/v1/metrics", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"),
+}
 _HANDLER_MARK: Final = "_evobs_configured"
 
 Traces = Literal["otlp", "console"]
+OtelMetrics = Literal["otlp", "console"]
 Logs = Literal["json", "console"]
 
 
@@ -202,22 +211,34 @@ class CountingExporter:
 # -- endpoint and resource --------------------------------------------------------------
 
 
-def resolve_otlp_endpoint(otlp_endpoint: str | None = None) -> str:
-    """The full OTLP/HTTP traces URL: the argument, else the standard variables.
+def resolve_otlp_endpoint(otlp_endpoint: str | None = None, signal: str = "traces") -> str:
+    """The full OTLP/HTTP URL of ``signal`` (traces, metrics): the argument, else the
+    standard variables.
 
     A URL without a path (``http://jaeger:4318``) is a base and gets ``/v1/traces``
-    appended, as ``OTEL_EXPORTER_OTLP_ENDPOINT`` does; a URL with a path is used as
-    is, as ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is.
+    (``/v1/metrics``) appended, as ``OTEL_EXPORTER_OTLP_ENDPOINT`` does; a URL with a
+    path is a traces URL used as is, as ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is. Metrics
+    go next to a traces URL that ends in ``/v1/traces`` (``.../v1/metrics``); for any
+    other traces path there is no telling, which is a ``ValueError``.
     """
+    path, variable = _SIGNALS[signal]
     if otlp_endpoint:
-        if urlsplit(otlp_endpoint).path.strip("/"):
+        if not urlsplit(otlp_endpoint).path.strip("/"):
+            return otlp_endpoint.rstrip("/") + path
+        if signal == "traces":
             return otlp_endpoint
-        return otlp_endpoint.rstrip("/") + _TRACES_PATH
-    signal = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
-    if signal:
-        return signal
+        if otlp_endpoint.rstrip("/").endswith(_TRACES_PATH):
+            return otlp_endpoint.rstrip("/").removesuffix(_TRACES_PATH) + path
+        raise ValueError(
+            f"evobs.configure: otlp_endpoint {otlp_endpoint!r} is a traces URL that does not "
+            f"end in {_TRACES_PATH}, so the {signal} URL cannot be derived from it: pass a "
+            f"base URL, or set {variable}"
+        )
+    full = os.environ.get(variable, "").strip()
+    if full:
+        return full
     base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or _DEFAULT_OTLP_BASE
-    return base.rstrip("/") + _TRACES_PATH
+    return base.rstrip("/") + path
 
 
 def otlp_endpoint_is_set() -> bool:
@@ -330,8 +351,11 @@ class Telemetry:
         "_shut_down",
         "_span_processor",
         "is_global",
+        "meter_is_global",
+        "meter_provider",
         "metrics_server",
         "otlp_endpoint",
+        "otlp_metrics_endpoint",
         "registry",
         "tracer_provider",
     )
@@ -346,6 +370,12 @@ class Telemetry:
         self.otlp_endpoint: str | None = None
         #: The running ``/metrics`` server (``evobs.start_metrics_server``), or None.
         self.metrics_server: MetricsServer | None = None
+        #: The SDK MeterProvider configure() built for ``otel_metrics``, or None.
+        self.meter_provider: MeterProvider | None = None
+        #: Whether that provider became the global one (only if none was set before).
+        self.meter_is_global = False
+        #: The full OTLP/HTTP URL metrics go to, when ``otel_metrics="otlp"``.
+        self.otlp_metrics_endpoint: str | None = None
         self._span_processor: CountingSpanProcessor | None = None
         self._log_handler: logging.Handler | None = None
         self._log_level_before = logging.NOTSET
@@ -372,11 +402,19 @@ class Telemetry:
         return value or 0.0
 
     def instrument(self, target: Any = None, **options: Any) -> Instrumentation:
-        """``evobs.instrument(target)`` into this provider and registry; undone by shutdown()."""
+        """``evobs.instrument(target)`` into these providers and registry; undone by
+        shutdown(). With ``otel_metrics`` configured, the default signals include it."""
         from ._install import instrument
+        from ._options import SIGNAL_NAMES
 
+        if self.meter_provider is not None and "signals" not in options:
+            options["signals"] = (*SIGNAL_NAMES, "otel_metrics")
         handle = instrument(
-            target, tracer_provider=self.tracer_provider, registry=self.registry, **options
+            target,
+            tracer_provider=self.tracer_provider,
+            registry=self.registry,
+            meter_provider=self.meter_provider,
+            **options,
         )
         with self._lock:
             if handle not in self._instrumentations:
@@ -384,11 +422,18 @@ class Telemetry:
         return handle
 
     def force_flush(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> bool:
-        """Export the queued spans now; waits ``timeout`` seconds at most."""
+        """Export the queued spans (and the OpenTelemetry metrics) now; waits ``timeout``
+        seconds at most."""
+        deadline = time.monotonic() + timeout
+        flushed = True
         provider = self.tracer_provider
-        if provider is None:
-            return True
-        return _bounded(lambda: provider.force_flush(int(timeout * 1000)), timeout)[0]
+        if provider is not None:
+            flushed = _bounded(lambda: provider.force_flush(int(timeout * 1000)), timeout)[0]
+        meters = self.meter_provider
+        if meters is not None:
+            left = max(deadline - time.monotonic(), 0.0)
+            flushed = _bounded(lambda: meters.force_flush(left * 1000), left)[0] and flushed
+        return flushed
 
     def shutdown(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> bool:
         """Flush and stop everything configure() started; returns within ``timeout`` seconds.
@@ -409,6 +454,7 @@ class Telemetry:
                 handle.uninstrument()
             except Exception as exc:  # pragma: no cover - uninstrument never raises
                 logger.warning("evobs.configure.uninstrument_failed", error_type=type(exc).__name__)
+        deadline = time.monotonic() + timeout
         flushed = True
         provider = self.tracer_provider
         if provider is not None:
@@ -423,6 +469,11 @@ class Telemetry:
                 except Exception:  # best effort on a stuck exporter
                     pass
                 flushing.join(_ABANDON_GRACE_SECONDS)
+        meters = self.meter_provider
+        if meters is not None:
+            # The last collection is exported in the time left (none left: abandoned).
+            left = max(deadline - time.monotonic(), 0.0)
+            flushed = _bounded(lambda: meters.shutdown(left * 1000), left)[0] and flushed
         server, self.metrics_server = self.metrics_server, None
         if server is not None:
             server.shutdown()
@@ -444,7 +495,8 @@ class Telemetry:
     def __repr__(self) -> str:
         return (
             f"Telemetry(tracer_provider={'yes' if self.tracer_provider else 'no'}, "
-            f"otlp_endpoint={self.otlp_endpoint!r}, metrics_url={self.metrics_url!r})"
+            f"otlp_endpoint={self.otlp_endpoint!r}, metrics_url={self.metrics_url!r}, "
+            f"otlp_metrics_endpoint={self.otlp_metrics_endpoint!r})"
         )
 
 
@@ -480,6 +532,7 @@ def configure(
     span_queue_size: int | None = None,
     metrics_port: int | None = 9464,
     metrics_addr: str = "127.0.0.1",
+    otel_metrics: OtelMetrics | None = None,
     logs: Logs | None = "json",
     log_level: int | str = logging.INFO,
     log_stream: Any = None,
@@ -498,6 +551,11 @@ def configure(
     - ``metrics_port``: serve ``/metrics`` there (0 picks a free port; None: no
       server). ``metrics_addr`` defaults to loopback: pass ``"0.0.0.0"`` for a
       Prometheus outside the host or container.
+    - ``otel_metrics``: ``"otlp"`` (an SDK MeterProvider exporting periodically over
+      OTLP/HTTP to the metrics URL of ``otlp_endpoint``, else
+      ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT``),
+      ``"console"``, or None (the default: no provider). Global like the tracer
+      provider; what the handle instruments then records the ``otel_metrics`` signal too.
     - ``logs``: ``"json"`` or ``"console"`` output for the ``evobs`` logger only (its
       own handler, level ``log_level``, on ``log_stream``, default stderr); the root
       logger and structlog's global configuration are left alone.
@@ -511,6 +569,10 @@ def configure(
         )
     if logs not in ("json", "console", None):
         raise ValueError(f"evobs.configure: logs must be 'json', 'console' or None, got {logs!r}")
+    if otel_metrics not in ("otlp", "console", None):
+        raise ValueError(
+            f"evobs.configure: otel_metrics must be 'otlp', 'console' or None, got {otel_metrics!r}"
+        )
     if metrics_port is not None and (
         not isinstance(metrics_port, int) or isinstance(metrics_port, bool) or metrics_port < 0
     ):
@@ -537,6 +599,16 @@ def configure(
                 otlp_headers,
                 export_timeout,
                 span_queue_size,
+                set_global,
+            )
+        if otel_metrics is not None and not _truthy("OTEL_SDK_DISABLED"):
+            _configure_otel_metrics(
+                telemetry,
+                service_name,
+                otel_metrics,
+                otlp_endpoint,
+                otlp_headers,
+                export_timeout,
                 set_global,
             )
         if metrics_port is not None:
@@ -604,6 +676,68 @@ def _configure_traces(
             reason="a global TracerProvider was already set; evobs's provider is used only "
             "by instrumentations made through the Telemetry handle",
         )
+
+
+def _configure_otel_metrics(
+    telemetry: Telemetry,
+    service_name: str | None,
+    kind: OtelMetrics,
+    otlp_endpoint: str | None,
+    otlp_headers: dict[str, str] | None,
+    export_timeout: float | None,
+    set_global: bool,
+) -> None:
+    """An SDK MeterProvider whose reader exports on its own thread (every
+    ``OTEL_METRIC_EXPORT_INTERVAL`` ms, 60 s by default) to OTLP/HTTP or the console."""
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    exporter: Any
+    if kind == "otlp":
+        try:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                OTLPMetricExporter,
+            )
+        except ImportError as exc:
+            raise RuntimeError(
+                "evobs.configure(otel_metrics='otlp') needs the OTLP/HTTP exporter: "
+                "pip install 'evobs[otlp]' (or pass otel_metrics='console' or None)"
+            ) from exc
+        endpoint = resolve_otlp_endpoint(otlp_endpoint, "metrics")
+        exporter = OTLPMetricExporter(
+            endpoint=endpoint, headers=otlp_headers, timeout=export_timeout
+        )
+        telemetry.otlp_metrics_endpoint = endpoint
+    else:
+        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+        exporter = ConsoleMetricExporter(out=sys.stdout)
+    # configure()'s own exit handler flushes it, bounded (the SDK's waits up to 30 s).
+    provider = MeterProvider(
+        metric_readers=[PeriodicExportingMetricReader(exporter)],
+        resource=build_resource(service_name),
+        shutdown_on_exit=False,
+    )
+    telemetry.meter_provider = provider
+    if set_global and _no_global_meter_provider():
+        metrics.set_meter_provider(provider)
+        telemetry.meter_is_global = metrics.get_meter_provider() is provider
+
+
+def _no_global_meter_provider() -> bool:
+    """Whether no global MeterProvider is set yet (the API's placeholder is in place).
+
+    The API exposes no public type for its placeholder (tracing has
+    ``ProxyTracerProvider``): this compares with ``opentelemetry.metrics._internal.
+    _PROXY_METER_PROVIDER``. Without that attribute it answers True, and
+    ``set_meter_provider`` itself refuses to replace a provider (it logs a warning).
+    """
+    from opentelemetry import metrics
+    from opentelemetry.metrics import _internal
+
+    placeholder = getattr(_internal, "_PROXY_METER_PROVIDER", None)
+    return placeholder is None or metrics.get_meter_provider() is placeholder
 
 
 def _configure_logs(
