@@ -40,85 +40,86 @@ __all__ = ["INSTRUMENTS", "METER_NAME", "OtelMetricsSignal"]
 METER_NAME: Final = "evobs"
 
 #: name: (kind, unit, description, attributes). The first six are the AWS SDKs'
-#: standard names; the others are evobs's own, in the same style. docs/metrics.md
-#: lists them and a test compares the two.
-INSTRUMENTS: Final = {
+#: standard names; the others are evobs's own, in the same style. The attributes are
+#: the ones the SDKs document (``rpc.service``, ``rpc.method``; no ``rpc.system``:
+#: every attribute costs the OpenTelemetry SDK work on each measurement, and these are
+#: all AWS calls). docs/metrics.md lists them and a test compares the two.
+INSTRUMENTS: Final[dict[str, tuple[str, str, str, tuple[str, ...]]]] = {
     "client.call.duration": (
         "histogram",
         "s",
         "Overall call duration (including retries and backoff)",
-        ("rpc.system", "rpc.service", "rpc.method", "cloud.region", "aws.sdk.outcome"),
+        ("rpc.service", "rpc.method", "cloud.region", "aws.sdk.outcome"),
     ),
     "client.call.attempts": (
         "counter",
         "{attempt}",
         "The number of attempts for an individual operation",
-        ("rpc.system", "rpc.service", "rpc.method"),
+        ("rpc.service", "rpc.method"),
     ),
     "client.call.errors": (
         "counter",
         "{error}",
         "The number of errors for an operation",
-        ("rpc.system", "rpc.service", "rpc.method", "exception.type"),
+        ("rpc.service", "rpc.method", "exception.type"),
     ),
     "client.call.attempt_duration": (
         "histogram",
         "s",
         "The time it takes to sign the request, send it, and get back and parse the response",
-        ("rpc.system", "rpc.service", "rpc.method"),
+        ("rpc.service", "rpc.method"),
     ),
     "client.call.serialization_duration": (
         "histogram",
         "s",
         "The time it takes to validate and serialize the parameters (endpoint resolution included)",
-        ("rpc.system", "rpc.service", "rpc.method"),
+        ("rpc.service", "rpc.method"),
     ),
     "client.call.auth.signing_duration": (
         "histogram",
         "s",
         "The time it takes to sign a request (credential resolution included)",
-        ("rpc.system", "rpc.service", "rpc.method"),
+        ("rpc.service", "rpc.method"),
     ),
     "client.call.retries": (
         "counter",
         "{retry}",
         "Retried attempts, by the outcome of the attempt that was retried",
-        ("rpc.system", "rpc.service", "rpc.method", "aws.sdk.retry.reason"),
+        ("rpc.service", "rpc.method", "aws.sdk.retry.reason"),
     ),
     "client.call.retry_backoff": (
         "histogram",
         "s",
         "Time slept between attempts before a retry",
-        ("rpc.system", "rpc.service", "rpc.method"),
+        ("rpc.service", "rpc.method"),
     ),
     "client.call.in_flight": (
         "updowncounter",
         "{call}",
         "AWS API calls in progress",
-        ("rpc.system", "rpc.service", "rpc.method"),
+        ("rpc.service", "rpc.method"),
     ),
     "client.created": (
         "counter",
         "{client}",
         "botocore clients created",
-        ("rpc.system", "rpc.service"),
+        ("rpc.service",),
     ),
     "client.creation_duration": (
         "histogram",
         "s",
         "Time to construct one botocore client",
-        ("rpc.system", "rpc.service"),
+        ("rpc.service",),
     ),
     "client.resources_created": (
         "counter",
         "{resource}",
         "boto3 resource objects created (service resources, buckets, tables...)",
-        ("rpc.system", "rpc.service", "aws.sdk.resource"),
+        ("rpc.service", "aws.sdk.resource"),
     ),
 }
 
 _NS: Final = 1e-9
-_SYSTEM: Final = "aws-api"
 
 
 def _histogram(meter: Any, name: str, buckets: tuple[float, ...]) -> Any:
@@ -218,7 +219,7 @@ class _Op:
 
     def __init__(self, op: Operation) -> None:
         self.operation = op
-        self.attributes = {"rpc.system": _SYSTEM, "rpc.service": op.service, "rpc.method": op.name}
+        self.attributes = {"rpc.service": op.service, "rpc.method": op.name}
         self.durations: dict[tuple[str | None, str | None], dict[str, str]] = {}
         self.retries: dict[str | None, dict[str, str]] = {}
         self.errors: dict[str, dict[str, str]] = {}
@@ -347,7 +348,6 @@ class OtelMetricsSignal:
         attributes = self._services.get(event.service)
         if attributes is None:
             attributes = self._services[event.service] = {
-                "rpc.system": _SYSTEM,
                 "rpc.service": event.service,
             }
         add, record = self._clients
@@ -359,7 +359,6 @@ class OtelMetricsSignal:
         attributes = self._resources.get(key)
         if attributes is None:
             attributes = self._resources[key] = {
-                "rpc.system": _SYSTEM,
                 "rpc.service": event.service,
                 "aws.sdk.resource": event.resource,
             }
