@@ -488,6 +488,26 @@ def test_two_instrumentations_share_one_provider(
         )
 
 
+def test_a_dropped_provider_is_not_kept_alive() -> None:
+    """The per-provider instruments do not keep a provider alive: once nothing else holds
+    it, it is collected and its entry leaves the shared table (bounded when providers come
+    and go)."""
+    import gc
+    import weakref
+
+    from evobs._options import Options
+
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()], shutdown_on_exit=False)
+    signal = OtelMetricsSignal(meter_provider, Options())
+    alive = weakref.ref(meter_provider)
+    assert meter_provider in otel_metrics._SHARED
+    entries = len(otel_metrics._SHARED)
+    del meter_provider, signal
+    gc.collect()
+    assert alive() is None
+    assert len(otel_metrics._SHARED) <= entries - 1  # its entry went with it
+
+
 def test_nothing_recorded_after_uninstrument(
     session: boto3.Session, moto_url: str, provider: MeterProvider, reader: InMemoryMetricReader
 ) -> None:

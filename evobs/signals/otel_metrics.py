@@ -138,7 +138,6 @@ class _Instruments:
     """The instruments of one meter provider, created once, and the error types it admitted."""
 
     __slots__ = (
-        "__weakref__",
         "attempt_duration",
         "attempts",
         "backoff",
