@@ -14,17 +14,20 @@ import os
 import threading
 import weakref
 from time import perf_counter_ns
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from botocore.client import BaseClient
 from botocore.session import Session as BotocoreSession
 from opentelemetry import context as otel_context
-from opentelemetry import metrics, trace
+from opentelemetry import trace
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from ._handlers import Fanout, Handlers, enter_call_frame, exit_call_frame
 from ._log import HandlerErrors
 from ._options import Options
+
+if TYPE_CHECKING:
+    from opentelemetry import metrics
 
 __all__ = ["Instrumentation", "instrument", "uninstrument"]
 
@@ -363,11 +366,14 @@ def instrument(
             "evobs: tracer_provider must be an opentelemetry TracerProvider, "
             f"got {type(tracer_provider).__name__}"
         )
-    if meter_provider is not None and not isinstance(meter_provider, metrics.MeterProvider):
-        raise TypeError(
-            "evobs: meter_provider must be an opentelemetry MeterProvider, "
-            f"got {type(meter_provider).__name__}"
-        )
+    if meter_provider is not None:
+        from opentelemetry.metrics import MeterProvider  # only loaded when used
+
+        if not isinstance(meter_provider, MeterProvider):
+            raise TypeError(
+                "evobs: meter_provider must be an opentelemetry MeterProvider, "
+                f"got {type(meter_provider).__name__}"
+            )
     if registry is not None and not isinstance(registry, CollectorRegistry):
         raise TypeError(
             "evobs: registry must be a prometheus_client CollectorRegistry, "
