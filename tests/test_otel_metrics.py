@@ -665,6 +665,27 @@ def test_noop_provider_records_nothing_and_breaks_nothing(
     ]
 
 
+def test_the_signal_is_loaded_only_when_enabled() -> None:
+    """Instrumenting without ``otel_metrics`` never loads the signal's module, and with the
+    Prometheus and log signals alone not even the OpenTelemetry metrics API (the SDK's
+    tracer loads it for its own use once traces are on): cold starts pay for what is on."""
+    script = textwrap.dedent(
+        """
+        import sys, boto3, evobs
+        evobs.instrument(boto3.Session(region_name="us-east-1"), signals=("metrics", "logs"))
+        print(sorted(m for m in ("opentelemetry.metrics", "evobs.signals.otel_metrics")
+                     if m in sys.modules))
+        evobs.instrument(boto3.Session(region_name="us-east-1"))
+        print("evobs.signals.otel_metrics" in sys.modules)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "False"]
+
+
 def test_global_provider_set_after_instrument_receives_the_metrics() -> None:
     """With no meter_provider, the signal uses the global one, through the API's proxy when
     the application sets it later (checked in a fresh interpreter: it is set once)."""
