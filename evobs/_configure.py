@@ -5,7 +5,8 @@ Libraries call :func:`evobs.instrument`; an application may also call
 
 - traces: an SDK ``TracerProvider`` (resource with ``service.name``) whose spans
   go through a ``BatchSpanProcessor`` to the OTLP/HTTP exporter (or the console),
-- metrics: the Prometheus ``/metrics`` HTTP server,
+- metrics: the Prometheus ``/metrics`` HTTP server and, when asked
+  (``otel_metrics="otlp"``), an SDK ``MeterProvider`` exporting over OTLP/HTTP,
 - logs: JSON or console output for the ``evobs`` logger only.
 
 Export always happens off the calling thread with a bounded timeout, so an
@@ -25,10 +26,12 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from ._compat.otel_api import no_global_meter_provider
 from ._env import truthy
 from ._export import (
     DEFAULT_SPAN_QUEUE_SIZE,
     CountingSpanProcessor,
+    build_resource,
     build_tracer_provider,
     resolve_otlp_endpoint,
 )
@@ -36,6 +39,7 @@ from ._fork import ForkSafeLock
 from ._log import get_logger
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.trace import TracerProvider
 
     from ._install import Instrumentation
@@ -63,6 +67,7 @@ _MAX_PORT: Final = 65535
 _HANDLER_MARK: Final = "_evobs_configured"
 
 Traces = Literal["otlp", "console"]
+OtelMetrics = Literal["otlp", "console"]
 Logs = Literal["json", "console"]
 
 
@@ -119,8 +124,11 @@ class Telemetry:
         "_shut_down",
         "_span_processor",
         "is_global",
+        "meter_is_global",
+        "meter_provider",
         "metrics_server",
         "otlp_endpoint",
+        "otlp_metrics_endpoint",
         "registry",
         "tracer_provider",
     )
@@ -135,6 +143,12 @@ class Telemetry:
         self.otlp_endpoint: str | None = None
         #: The running ``/metrics`` server (``evobs.start_metrics_server``), or None.
         self.metrics_server: MetricsServer | None = None
+        #: The SDK MeterProvider configure() built for ``otel_metrics``, or None.
+        self.meter_provider: MeterProvider | None = None
+        #: Whether that provider became the global one (only if none was set before).
+        self.meter_is_global = False
+        #: The full OTLP/HTTP URL metrics go to, when ``otel_metrics="otlp"``.
+        self.otlp_metrics_endpoint: str | None = None
         self._span_processor: CountingSpanProcessor | None = None
         self._log_handler: logging.Handler | None = None
         self._log_level_before = logging.NOTSET
@@ -161,11 +175,19 @@ class Telemetry:
         return value or 0.0
 
     def instrument(self, target: Any = None, **options: Any) -> Instrumentation:
-        """``evobs.instrument(target)`` into this provider and registry; undone by shutdown()."""
+        """``evobs.instrument(target)`` into these providers and registry; undone by
+        shutdown(). With ``otel_metrics`` configured, the default signals include it."""
         from ._install import instrument
+        from ._options import SIGNAL_NAMES
 
+        if self.meter_provider is not None and "signals" not in options:
+            options["signals"] = (*SIGNAL_NAMES, "otel_metrics")
         handle = instrument(
-            target, tracer_provider=self.tracer_provider, registry=self.registry, **options
+            target,
+            tracer_provider=self.tracer_provider,
+            registry=self.registry,
+            meter_provider=self.meter_provider,
+            **options,
         )
         with self._lock:
             if handle not in self._instrumentations:
@@ -173,11 +195,18 @@ class Telemetry:
         return handle
 
     def force_flush(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> bool:
-        """Export the queued spans now; waits ``timeout`` seconds at most."""
+        """Export the queued spans (and the OpenTelemetry metrics) now; waits ``timeout``
+        seconds at most."""
+        deadline = time.monotonic() + timeout
+        flushed = True
         provider = self.tracer_provider
-        if provider is None:
-            return True
-        return _bounded(lambda: provider.force_flush(int(timeout * 1000)), timeout)[0]
+        if provider is not None:
+            flushed = _bounded(lambda: provider.force_flush(int(timeout * 1000)), timeout)[0]
+        meters = self.meter_provider
+        if meters is not None:
+            left = max(deadline - time.monotonic(), 0.0)
+            flushed = _bounded(lambda: meters.force_flush(left * 1000), left)[0] and flushed
+        return flushed
 
     def shutdown(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> bool:
         """Flush and stop everything configure() started; returns within ``timeout`` seconds.
@@ -218,6 +247,11 @@ class Telemetry:
                     deadline.share("abandon", keep=after_flush / 2 if server else 0.0),
                     "evobs.configure.abandon_failed",
                 )
+        meters = self.meter_provider
+        if meters is not None:
+            # The last collection is exported in the time left (none left: abandoned).
+            left = deadline.share("metrics", keep=after_flush / 2 if server else 0.0)
+            flushed = _bounded(lambda: meters.shutdown(left * 1000), left)[0] and flushed
         if server is not None:
             # Stopping the server waits for its poll loop; past the deadline it finishes
             # on its own thread and the port is released then.
@@ -244,7 +278,8 @@ class Telemetry:
     def __repr__(self) -> str:
         return (
             f"Telemetry(tracer_provider={'yes' if self.tracer_provider else 'no'}, "
-            f"otlp_endpoint={self.otlp_endpoint!r}, metrics_url={self.metrics_url!r})"
+            f"otlp_endpoint={self.otlp_endpoint!r}, metrics_url={self.metrics_url!r}, "
+            f"otlp_metrics_endpoint={self.otlp_metrics_endpoint!r})"
         )
 
 
@@ -306,6 +341,7 @@ def configure(
     span_queue_size: int | None = None,
     metrics_port: int | None = 9464,
     metrics_addr: str = "127.0.0.1",
+    otel_metrics: OtelMetrics | None = None,
     logs: Logs | None = "json",
     log_level: int | str = logging.INFO,
     log_stream: Any = None,
@@ -324,6 +360,11 @@ def configure(
     - ``metrics_port``: serve ``/metrics`` there (0 picks a free port; None: no
       server). ``metrics_addr`` defaults to loopback: pass ``"0.0.0.0"`` for a
       Prometheus outside the host or container.
+    - ``otel_metrics``: ``"otlp"`` (an SDK MeterProvider exporting periodically over
+      OTLP/HTTP to the metrics URL of ``otlp_endpoint``, else
+      ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT``),
+      ``"console"``, or None (the default: no provider). Global like the tracer
+      provider; what the handle instruments then records the ``otel_metrics`` signal too.
     - ``logs``: ``"json"`` or ``"console"`` output for the ``evobs`` logger only (its
       own handler, level ``log_level``, on ``log_stream``, default stderr); the root
       logger and structlog's global configuration are left alone.
@@ -337,6 +378,10 @@ def configure(
         )
     if logs not in ("json", "console", None):
         raise ValueError(f"evobs.configure: logs must be 'json', 'console' or None, got {logs!r}")
+    if otel_metrics not in ("otlp", "console", None):
+        raise ValueError(
+            f"evobs.configure: otel_metrics must be 'otlp', 'console' or None, got {otel_metrics!r}"
+        )
     if metrics_port is not None and (
         not isinstance(metrics_port, int)
         or isinstance(metrics_port, bool)
@@ -366,6 +411,16 @@ def configure(
                 otlp_headers,
                 export_timeout,
                 span_queue_size,
+                set_global,
+            )
+        if otel_metrics is not None and not truthy("OTEL_SDK_DISABLED"):
+            _configure_otel_metrics(
+                telemetry,
+                service_name,
+                otel_metrics,
+                otlp_endpoint,
+                otlp_headers,
+                export_timeout,
                 set_global,
             )
         if metrics_port is not None:
@@ -433,6 +488,53 @@ def _configure_traces(
             reason="a global TracerProvider was already set; evobs's provider is used only "
             "by instrumentations made through the Telemetry handle",
         )
+
+
+def _configure_otel_metrics(
+    telemetry: Telemetry,
+    service_name: str | None,
+    kind: OtelMetrics,
+    otlp_endpoint: str | None,
+    otlp_headers: dict[str, str] | None,
+    export_timeout: float | None,
+    set_global: bool,
+) -> None:
+    """An SDK MeterProvider whose reader exports on its own thread (every
+    ``OTEL_METRIC_EXPORT_INTERVAL`` ms, 60 s by default) to OTLP/HTTP or the console."""
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    exporter: Any
+    if kind == "otlp":
+        try:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                OTLPMetricExporter,
+            )
+        except ImportError as exc:
+            raise RuntimeError(
+                "evobs.configure(otel_metrics='otlp') needs the OTLP/HTTP exporter: "
+                "pip install 'evobs[otlp]' (or pass otel_metrics='console' or None)"
+            ) from exc
+        endpoint = resolve_otlp_endpoint(otlp_endpoint, "metrics")
+        exporter = OTLPMetricExporter(
+            endpoint=endpoint, headers=otlp_headers, timeout=export_timeout
+        )
+        telemetry.otlp_metrics_endpoint = endpoint
+    else:
+        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+        exporter = ConsoleMetricExporter(out=sys.stdout)
+    # configure()'s own exit handler flushes it, bounded (the SDK's waits up to 30 s).
+    provider = MeterProvider(
+        metric_readers=[PeriodicExportingMetricReader(exporter)],
+        resource=build_resource(service_name),
+        shutdown_on_exit=False,
+    )
+    telemetry.meter_provider = provider
+    if set_global and no_global_meter_provider():
+        metrics.set_meter_provider(provider)
+        telemetry.meter_is_global = metrics.get_meter_provider() is provider
 
 
 def _configure_logs(
