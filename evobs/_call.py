@@ -160,6 +160,7 @@ class Call:
         "serialized_ns",
         "server_address",
         "server_port",
+        "signer",
         "span",
         "start_ns",
         "started",
@@ -195,6 +196,9 @@ class Call:
         #: botocore's parsed response at after-call, only for operations with an
         #: extractor (per-service attributes, message links); dropped at the end.
         self.response: dict[str, Any] | None = None
+        #: botocore's RequestSigner (from before-call): its credentials are read, only
+        #: when an error text is redacted, to mask them wherever the text quotes them.
+        self.signer: Any = None
         #: The traces signal's span and the token of its context attach.
         self.span: Any = None
         self.token: Any = None
