@@ -18,10 +18,10 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._call import WALL_OFFSET_NS
-from .._redact import error_message, redact_text, redact_traceback, render_params
+from .._redact import exception_event, masks_for, render_params
 from .._version import __version__
 from ..services import rpc_attributes
-from ._spans import SdkPipeline, SdkSpan, exception_type
+from ._spans import SdkPipeline, SdkSpan
 
 if TYPE_CHECKING:
     from .._call import Attempt, Call
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 __all__ = ["TracesSignal"]
 
 _NS_PER_MS: Final = 1_000_000
-_MAX_DESCRIPTION: Final = 1024
-_MAX_STACKTRACE: Final = 16384
 
 
 class TracesSignal:
@@ -144,22 +142,10 @@ class TracesSignal:
             error_type = call.error_type or outcome or "error"
             attributes["error.type"] = error_type
             attributes["aws.sdk.outcome"] = outcome
-            description = _description(call)
-            timestamp = (call.end_ns or call.start_ns) + WALL_OFFSET_NS
-            if call.exception is not None:
-                _add_event(
-                    span,
-                    "exception",
-                    _exception_attributes(call, call.exception, description),
-                    timestamp,
-                )
-            else:
-                _add_event(
-                    span,
-                    "exception",
-                    {"exception.type": error_type, "exception.message": description},
-                    timestamp,
-                )
+            event, description = exception_event(
+                call.exception, call, capture_s3_keys=self._options.capture_s3_keys
+            )
+            _add_event(span, "exception", event, (call.end_ns or call.start_ns) + WALL_OFFSET_NS)
             if not call.expected:
                 span.set_status(Status(StatusCode.ERROR, description))
         if self._options.capture_params and call.params is not None:
@@ -190,6 +176,7 @@ class TracesSignal:
         end_default = call.end_ns or call.start_ns
         # Retries usually repeat one error: redacted and rendered once per call.
         statuses: dict[tuple[str | None, str], Status] = {}
+        masks = None
         pipeline = self._pipeline
         fast = pipeline is not None and type(parent) is SdkSpan
         for attempt in call.attempts:
@@ -219,23 +206,21 @@ class TracesSignal:
                     name, SpanKind.CLIENT, attributes, start_time, parent_context
                 )
             end_time = (attempt.end_ns or end_default) + WALL_OFFSET_NS
-            if child.is_recording():
+            if child.is_recording() and failed:
+                if masks is None:  # once per call, only if an attempt failed
+                    masks = masks_for(call, capture_s3_keys=self._options.capture_s3_keys)
+                code = error_type or outcome
                 if attempt.exception is not None:
-                    _add_event(
-                        child,
-                        "exception",
-                        _exception_attributes(
-                            call, attempt.exception, redact_text(attempt.exception, call)
-                        ),
-                        end_time,
+                    event, _ = exception_event(attempt.exception, call, code=code, masks=masks)
+                    _add_event(child, "exception", event, end_time)
+                key = (code, attempt.error_message or "")
+                status = statuses.get(key)
+                if status is None:
+                    _, description = exception_event(
+                        None, call, code=code, message=key[1], masks=masks
                     )
-                if failed:
-                    key = (error_type, attempt.error_message or "")
-                    status = statuses.get(key)
-                    if status is None:
-                        safe = redact_text(key[1], call)
-                        status = statuses[key] = Status(StatusCode.ERROR, f"{error_type}: {safe}")
-                    child.set_status(status)
+                    status = statuses[key] = Status(StatusCode.ERROR, description)
+                child.set_status(status)
             child.end(end_time=end_time)
 
 
@@ -276,23 +261,3 @@ def _retry_events(span: Any, attempts: list[Attempt]) -> None:
 def _span_kind(op: Operation) -> SpanKind:
     kind = getattr(op, "span_kind", None)
     return kind if isinstance(kind, SpanKind) else SpanKind.CLIENT
-
-
-def _description(call: Call) -> str:
-    """``Code: message``, the message redacted (credentials, the call's sensitive values)."""
-    code = call.error_type or call.outcome or "error"
-    message = error_message(call)
-    text = f"{code}: {message}" if message else code
-    return text[:_MAX_DESCRIPTION]
-
-
-def _exception_attributes(call: Call, exc: BaseException, message: str) -> dict[str, str]:
-    """The exception event, as ``record_exception`` writes it but redacted: a traceback
-    carries the exception's message (botocore's parser errors quote the response body)
-    and the user's source lines, any of which may hold a secret."""
-    return {
-        "exception.type": exception_type(exc),
-        "exception.message": message,
-        "exception.stacktrace": redact_traceback(exc, call, _MAX_STACKTRACE),
-        "exception.escaped": "False",
-    }
