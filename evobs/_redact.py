@@ -617,9 +617,10 @@ _CREDENTIAL_RE: Final = re.compile(
     r"\s*(?P<q>b?\\?[\"'])?"
     r"(?(word)(?(kq)|(?(q)|(?!))))"
     # An Authorization header's value is all of it (SigV4 has spaces and commas): up to
-    # its closing quote, its closing tag, or the end of the line. Other values end where
-    # a credential cannot go on.
-    r"(?P<value>(?(auth)(?(q)[^\"'\\\n]*|(?(xml)[^<&\n]*|[^\n]*))|[^\s&,;\"'<>\\)}\]]+))",
+    # its closing quote, its closing tag, or the end of the line.
+    r"(?P<value>(?(auth)(?(q)[^\"'\\\n]+|(?=\S)(?(xml)[^<&\n]+|[^\n]+))"
+    # Other values end where a credential cannot go on (none holds a quote or a space).
+    r"|(?!b?\\?[\"'])[^\s&,;\"'<>\\)}\]]+))",
     re.IGNORECASE | re.ASCII,
 )
 #: ``Bearer <token>`` outside an Authorization header: a token has a digit or punctuation
@@ -655,26 +656,34 @@ def scrub_credentials(text: str) -> str:
         return text
     # Same length as ``text``, so positions carry over (str.lower can change the length).
     lowered = text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
-    parts: list[str] = []
-    done = 0
+    spans: list[tuple[int, int]] = []
     pos = 0
     search = _TRIGGER_RE.search
     while (trigger := search(lowered, pos)) is not None:
-        start = trigger.start()
-        found = _rule(trigger.group()).match(text, start)
-        if found is None:
-            pos = trigger.end()
-            continue
-        parts.append(text[done : found.start("value")])
-        parts.append(MARK)
-        done = found.end()
-        pos = max(done, trigger.end())
-    if not parts:
+        # Every place is tried, also inside a value just masked: a greedy value must not
+        # hide the name of the credential that follows it.
+        pos = trigger.end()
+        found = _rule(trigger.group()).match(text, trigger.start())
+        if found is not None:
+            spans.append((found.start("value"), found.end()))
+    if not spans:
         if len(text) <= _CLEAN_TEXT:
             if len(_CLEAN) >= _CLEAN_ENTRIES:
                 _CLEAN.clear()  # texts that never repeat (ids in them) must not pin it
             _CLEAN[text] = None
         return text
+    spans.sort()
+    parts: list[str] = []
+    done = 0
+    end = -1
+    for start, stop in spans:
+        if start > end:  # a new masked run
+            if end >= 0:
+                parts.append(MARK)
+            parts.append(text[done:start])
+        end = max(end, stop)
+        done = end
+    parts.append(MARK)
     parts.append(text[done:])
     return "".join(parts)
 
@@ -795,14 +804,15 @@ def masks_for(
 
 
 def _cut(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters for scanning, minus a token the cut may have
-    split (the tail of an access key id would no longer look like one)."""
+    """``text`` cut to ``limit`` characters for scanning, minus what may be the head of an
+    access key id the cut split (too short to look like one any more)."""
     if len(text) <= limit:
         return text
-    return _TRAILING_TOKEN_RE.sub("", text[:limit])
+    return _SPLIT_KEY_ID_RE.sub("", text[:limit])
 
 
-_TRAILING_TOKEN_RE: Final = re.compile(r"[A-Za-z0-9+/=%_.~-]+\Z")
+#: At most the length of an access key id (128): never more is dropped.
+_SPLIT_KEY_ID_RE: Final = re.compile(r"[A-Z0-9]{1,128}\Z")
 
 
 def redact_text(
