@@ -33,7 +33,7 @@ import threading
 import traceback
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from botocore.model import Shape
 from botocore.parsers import ResponseParserError
@@ -561,6 +561,9 @@ def _collect_keys(node: _Node, value: Any, out: list[str], depth: int) -> None:
             child = members.get(k) if isinstance(k, str) else None
             if child is not None:
                 _collect_keys(child, v, out, depth + 1)
+                if k == "CopySource" and isinstance(v, str):
+                    # botocore's form, "bucket/key?versionId=...", key URL-encoded.
+                    _key_strings(unquote(v.partition("?")[0].lstrip("/").partition("/")[2]), out, 0)
     elif kind == _LIST and node.item is not None and isinstance(value, list | tuple):
         for v in value:
             _collect_keys(node.item, v, out, depth + 1)
@@ -861,15 +864,30 @@ MAX_CODE_CHARS: Final = 256
 def safe_error_code(code: object) -> str:
     """An error code from the wire, safe to record as a span status, ``error.type``,
     ``exception.type``, the ``error_type`` log field and metric label: credentials in
-    it masked, valid UTF-8, at most ``MAX_CODE_CHARS`` characters."""
+    it masked (named ones, access key ids, and any long run of base64 characters mixing
+    letters and digits: a bare secret key or token), valid UTF-8, at most
+    ``MAX_CODE_CHARS`` characters."""
     try:
         text = code if isinstance(code, str) else _safe_str(code)
         text = scrub_credentials(_cut(text, 4 * MAX_CODE_CHARS))
+        text = _SECRET_SHAPED_RE.sub(_secret_shaped, text)
         if not text.isascii():
             text = text.encode("utf-8", "replace").decode("utf-8")
         return text[:MAX_CODE_CHARS]
     except Exception:
         return MARK
+
+
+#: In a code, a long run of base64 characters: a code is a name (``NoSuchKey``,
+#: ``InvalidInstanceID.Malformed``), a secret key (40 characters) or session token is not.
+_SECRET_SHAPED_RE: Final = re.compile(r"[A-Za-z0-9+/=]{32,}")
+
+
+def _secret_shaped(found: re.Match[str]) -> str:
+    """``MARK`` for a run with letters and digits (a key), the run itself otherwise."""
+    run = found.group()
+    has_digit = any(c.isdigit() for c in run)
+    return MARK if has_digit and any(c.isalpha() for c in run) else run
 
 
 def _safe_str(value: object) -> str:

@@ -361,3 +361,25 @@ def test_a_client_error_code_reaches_nothing_raw() -> None:
     exc = ClientError({"Error": {"Code": KEY_ID, "Message": "m"}}, "GetObject")
     event, description = _redact.exception_event(exc, code=KEY_ID)
     assert KEY_ID not in description and KEY_ID not in repr(event)
+
+
+def test_safe_error_code_masks_a_bare_secret_and_keeps_long_names() -> None:
+    """A code that is (or holds) a bare secret key or token is masked; a long code that is
+    a name (letters only) is not."""
+    assert _redact.safe_error_code(OWN_SECRET) == "<redacted>"
+    assert _redact.safe_error_code(f"Denied {OWN_TOKEN}") == "Denied <redacted>"
+    name = "ThisIsAVeryLongErrorCodeNameWithoutAnyDigitsInIt"
+    assert _redact.safe_error_code(name) == name
+
+
+def test_s3_keys_of_copy_source_in_every_form() -> None:
+    """``CopySource`` as boto3's dict and as botocore's string (URL-encoded key, version):
+    the key itself is among the call's S3 keys."""
+    model = _client(
+        aws_access_key_id="testing", aws_secret_access_key="testing"
+    ).meta.service_model.operation_model("CopyObject")
+    as_dict = {"Bucket": "b", "Key": "dst", "CopySource": {"Bucket": "src", "Key": "a b.txt"}}
+    as_string = {"Bucket": "b", "Key": "dst", "CopySource": "src/people/a%20b.txt?versionId=7"}
+    assert set(_redact.s3_keys(model, as_dict)) == {"dst", "a b.txt"}
+    assert "people/a b.txt" in _redact.s3_keys(model, as_string)
+    assert "people/a%20b.txt" in _redact.s3_key_forms(_redact.s3_keys(model, as_string))
