@@ -559,11 +559,15 @@ def _collect_keys(node: _Node, value: Any, out: list[str], depth: int) -> None:
         members = node.members
         for k, v in value.items():
             child = members.get(k) if isinstance(k, str) else None
-            if child is not None:
+            if child is None or not child.keyed:
+                continue
+            if child.kind != _KEY:
                 _collect_keys(child, v, out, depth + 1)
-                if k == "CopySource" and isinstance(v, str):
-                    # botocore's form, "bucket/key?versionId=...", key URL-encoded.
-                    _key_strings(unquote(v.partition("?")[0].lstrip("/").partition("/")[2]), out, 0)
+                continue
+            _key_strings(v, out, depth + 1)
+            if k == "CopySource" and isinstance(v, str):
+                # botocore's form, "bucket/key?versionId=...", key URL-encoded.
+                _key_strings(unquote(v.partition("?")[0].lstrip("/").partition("/")[2]), out, 0)
     elif kind == _LIST and node.item is not None and isinstance(value, list | tuple):
         for v in value:
             _collect_keys(node.item, v, out, depth + 1)
@@ -752,15 +756,27 @@ def credential_forms(values: Iterable[str]) -> tuple[str, ...]:
     """Credential values as text may quote them: as they are and URL-encoded (a session
     token in a presigned query string); placeholders shorter than ``MIN_CREDENTIAL_CHARS``
     left out."""
-    forms: list[str] = []
-    for value in values:
-        if len(value) < MIN_CREDENTIAL_CHARS:
-            continue
-        forms.append(value)
-        encoded = quote(value, safe="")
-        if encoded != value:
-            forms.append(encoded)
-    return tuple(forms)
+    values = tuple(values)
+    forms = _CREDENTIAL_FORMS.get(values)
+    if forms is None:
+        found: list[str] = []
+        for value in values:
+            if len(value) < MIN_CREDENTIAL_CHARS:
+                continue
+            found.append(value)
+            encoded = quote(value, safe="")
+            if encoded != value:
+                found.append(encoded)
+        forms = tuple(found)
+        if len(_CREDENTIAL_FORMS) >= _CREDENTIAL_FORMS_MAX:
+            _CREDENTIAL_FORMS.clear()
+        _CREDENTIAL_FORMS[values] = forms
+    return forms
+
+
+#: A process signs with a few credentials (rotated now and then): their forms, once each.
+_CREDENTIAL_FORMS: Final[dict[tuple[str, ...], tuple[str, ...]]] = {}
+_CREDENTIAL_FORMS_MAX: Final = 64
 
 
 def s3_key_forms(keys: Iterable[str]) -> tuple[str, ...]:
@@ -768,10 +784,14 @@ def s3_key_forms(keys: Iterable[str]) -> tuple[str, ...]:
     forms: list[str] = []
     for key in keys:
         forms.append(key)
-        encoded = quote(key, safe="/~")
-        if encoded != key:
-            forms.append(encoded)
+        if not _URL_PATH_SAFE.issuperset(key):
+            forms.append(quote(key, safe="/~"))
     return tuple(forms)
+
+
+_URL_PATH_SAFE: Final = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.~/-"
+)
 
 
 def masks_for(
@@ -1003,8 +1023,6 @@ def exception_event(
     The event is what ``Span.record_exception`` writes, but each text redacted: a
     traceback carries messages (botocore's parser errors quote the response body) and
     the caller's source lines, any of which may hold a secret."""
-    if masks is None:
-        masks = masks_for(call, capture_s3_keys=capture_s3_keys)
     if code is None and call is not None:
         code = call.error_type or call.outcome
     if not code:
@@ -1018,6 +1036,8 @@ def exception_event(
             message = raised
         elif call is not None and call.exception is not None:
             message = exception_message(call.exception)
+    if masks is None and (message or exc is not None):  # gathered only if text is shown
+        masks = masks_for(call, capture_s3_keys=capture_s3_keys)
     said = redact_text(message, masks=masks) if message else ""
     description = f"{code}: {said}" if said else code
     if len(description) > MAX_DESCRIPTION_CHARS:

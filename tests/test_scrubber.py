@@ -8,6 +8,7 @@ S3 keys and its sensitive params are masked in every text of an exception event.
 
 from __future__ import annotations
 
+import datetime
 import inspect
 import string
 from typing import Any
@@ -15,7 +16,11 @@ from typing import Any
 import boto3
 import botocore.exceptions
 import pytest
-from botocore.credentials import Credentials, DeferredRefreshableCredentials
+from botocore.credentials import (
+    Credentials,
+    DeferredRefreshableCredentials,
+    RefreshableCredentials,
+)
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from evobs import _redact
@@ -244,6 +249,29 @@ def test_signing_credentials_plain() -> None:
     assert compat.signing_credentials(signer) == (OWN_KEY, OWN_SECRET, OWN_TOKEN)
 
 
+def test_signing_credentials_of_expired_refreshable_credentials() -> None:
+    """Refreshable credentials past their expiry: the values last signed with, and no
+    refresh (reading ``access_key`` would call the provider from inside an error path)."""
+    calls: list[int] = []
+
+    def fetch() -> dict[str, str]:
+        calls.append(1)
+        return {
+            "access_key": "x" * 20,
+            "secret_key": "y" * 40,
+            "token": "z" * 40,
+            "expiry_time": "",
+        }
+
+    expired = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
+    client = _client(aws_access_key_id="placeholder1", aws_secret_access_key="placeholder2")
+    client._request_signer._credentials = RefreshableCredentials(
+        OWN_KEY, OWN_SECRET, OWN_TOKEN, expired, fetch, "test"
+    )
+    assert compat.signing_credentials(client._request_signer) == (OWN_KEY, OWN_SECRET, OWN_TOKEN)
+    assert calls == []
+
+
 def test_signing_credentials_never_refresh() -> None:
     """Refreshable credentials not fetched yet: nothing, and no refresh (no provider call)."""
     calls: list[int] = []
@@ -260,21 +288,19 @@ def test_signing_credentials_never_refresh() -> None:
 
 def test_compat_reads_exactly_these_private_attributes() -> None:
     """The private attributes ``evobs._compat.botocore`` reads, by name, on the installed
-    botocore: ``BaseClient._request_signer``, ``RequestSigner._credentials``,
-    ``RefreshableCredentials._frozen_credentials`` and ``_access_key``/``_secret_key``/
-    ``_token``. If botocore renames one, this fails (and redaction loses only the
-    masking of the client's own credentials, never raises)."""
+    botocore: ``BaseClient._request_signer``, ``RequestSigner._credentials`` and
+    ``RefreshableCredentials._frozen_credentials`` (what ``get_frozen_credentials``
+    returns). If botocore renames one, this fails (and redaction loses only the masking of
+    the client's own credentials, never raises)."""
     assert compat.CLIENT_SIGNER == "_request_signer"
     assert compat.SIGNER_CREDENTIALS == "_credentials"
     assert compat.FROZEN == "_frozen_credentials"
-    assert compat.REFRESHABLE_VALUES == ("_access_key", "_secret_key", "_token")
     client = _client(aws_access_key_id=OWN_KEY, aws_secret_access_key=OWN_SECRET)
     assert "_request_signer" in vars(client)
     assert isinstance(vars(client._request_signer)["_credentials"], Credentials)
-    refreshable = DeferredRefreshableCredentials(lambda: {}, "test")
-    state = vars(refreshable)
-    for name in ("_frozen_credentials", "_access_key", "_secret_key", "_token"):
-        assert name in state, name
+    refreshable = RefreshableCredentials(OWN_KEY, OWN_SECRET, OWN_TOKEN, None, lambda: {}, "test")
+    assert vars(refreshable)["_frozen_credentials"][:3] == (OWN_KEY, OWN_SECRET, OWN_TOKEN)
+    assert "_frozen_credentials" in vars(DeferredRefreshableCredentials(lambda: {}, "test"))
     plain = vars(Credentials(OWN_KEY, OWN_SECRET, OWN_TOKEN))
     assert {"access_key", "secret_key", "token"} <= set(plain)
 

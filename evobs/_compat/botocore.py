@@ -16,8 +16,9 @@ __all__ = ["client_signer", "signing_credentials"]
 
 #: The attributes read, by the object they are read from (the test names each).
 SIGNER_CREDENTIALS = "_credentials"  # botocore.signers.RequestSigner
-FROZEN = "_frozen_credentials"  # RefreshableCredentials: the values last used to sign
-REFRESHABLE_VALUES = ("_access_key", "_secret_key", "_token")  # RefreshableCredentials
+#: RefreshableCredentials: what ``get_frozen_credentials`` returns, so what the signer signs
+#: with (set on every refresh; None until a deferred one is first fetched).
+FROZEN = "_frozen_credentials"
 PLAIN_VALUES = ("access_key", "secret_key", "token")  # Credentials: plain instance attributes
 CLIENT_SIGNER = "_request_signer"  # botocore.client.BaseClient
 
@@ -39,16 +40,15 @@ def signing_credentials(signer: object) -> tuple[str, ...]:
             return ()
         # ``vars`` reads instance attributes only: no property runs (a refresh would).
         state = vars(credentials)
-        values: list[Any] = []
         frozen = state.get(FROZEN)
-        if frozen is not None:
-            values.extend(frozen[:3])  # ReadOnlyCredentials(access_key, secret_key, token, ...)
-        for names in (REFRESHABLE_VALUES, PLAIN_VALUES):
-            values.extend(state.get(name) for name in names)
-        found: list[str] = []
-        for value in values:
-            if isinstance(value, str) and value and value not in found:
-                found.append(value)
-        return tuple(found)
+        if frozen is not None:  # ReadOnlyCredentials(access_key, secret_key, token, ...)
+            values = (frozen[0], frozen[1], frozen[2])
+        else:  # plain Credentials (a refreshable one not fetched yet has neither)
+            values = (
+                state.get(PLAIN_VALUES[0]),
+                state.get(PLAIN_VALUES[1]),
+                state.get(PLAIN_VALUES[2]),
+            )
+        return tuple([v for v in values if type(v) is str and v])
     except Exception:
         return ()
