@@ -153,6 +153,7 @@ class Call:
         "serialized_ns",
         "server_address",
         "server_port",
+        "signer",
         "span_context",
         "start_ns",
         "started",
@@ -198,6 +199,9 @@ class Call:
         self.propagation_skipped = 0
         #: Made inside OpenTelemetry's suppress-instrumentation context: no span, no log.
         self.suppressed = False
+        #: botocore's RequestSigner (from before-call): its credentials are read, only
+        #: when an error text is redacted, to mask them wherever the text quotes them.
+        self.signer: Any = None
 
     # The record is shared, never copied: botocore deep-copies the context dict.
     def __deepcopy__(self, memo: dict[int, Any]) -> Call:

@@ -22,6 +22,7 @@ from ._compat.botocore import PREPARED_REQUEST_HAS_CONTEXT
 from ._compat.otel_api import instrumentation_suppressed
 from ._fork import after_fork_in_child
 from ._operation import operation_for
+from ._redact import safe_error_code
 from .signals import ClientCreated, ResourceCreated, receivers
 
 if TYPE_CHECKING:
@@ -281,7 +282,12 @@ class Handlers:
             self.errors.record("provide-client-params", exc)
 
     def before_call(
-        self, model: Any = None, params: Any = None, context: Any = None, **_: Any
+        self,
+        model: Any = None,
+        params: Any = None,
+        context: Any = None,
+        request_signer: Any = None,
+        **_: Any,
     ) -> None:
         try:
             if context is None:
@@ -293,6 +299,7 @@ class Handlers:
                     return
                 call = self._new_call(model, context, now)
             call.serialized_ns = now
+            call.signer = request_signer
             if isinstance(params, dict):
                 url = params.get("url")
                 if isinstance(url, str):
@@ -532,8 +539,8 @@ def _read_parsed(target: Attempt | Call, parsed: dict[str, Any]) -> dict[str, An
     error = parsed.get("Error")
     if isinstance(error, dict) and error:
         code = error.get("QueryErrorCode") or error.get("Code")
-        # A code comes from the wire: bound it (real AWS codes are far shorter).
-        target.error_code = str(code)[:_MAX_WIRE_TEXT] if code not in (None, "") else None
+        # A code comes from the wire: credentials masked and bounded, once, for every signal.
+        target.error_code = safe_error_code(code) if code not in (None, "") else None
         message = error.get("Message")
         target.error_message = str(message) if message not in (None, "") else None
     return meta

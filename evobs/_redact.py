@@ -5,15 +5,18 @@ botocore's models mark secret members ``sensitive`` (``SecretString``,
 builds a *plan* once (cached, bounded): a small tree that says, per member, keep,
 redact (sensitive, or a credential), omit (bodies, blobs, streams, message
 payloads), hide unless asked (S3 keys), or descend (structures, lists, maps).
-The plan drives three things:
+The plan drives:
 
 - :func:`render_params`: the redacted, size-capped JSON of a call's params,
   recorded only with ``capture_params=True``;
 - :func:`redact_value`: a redacted copy of any modeled value (params or a
   response), for code that wants structured data;
-- :func:`redact_text`: error messages and stack traces, with credentials
-  (Authorization headers, presigned-URL query parameters, access key ids) and
-  every sensitive value of the call masked.
+- :func:`redact_text`: error messages and stack traces, with every sensitive value
+  of the call, its S3 keys and its client's own credentials masked, and
+  credentials in any textual form (:func:`scrub_credentials`);
+- :func:`exception_event`: the exception event and status description of a failure,
+  the one builder every span evobs writes uses (call, attempt, transfer);
+- :func:`safe_error_code`: an error code from the wire, before any signal sees it.
 
 Nothing here raises: an input it cannot handle is rendered as a marker.
 """
@@ -29,10 +32,12 @@ import re
 import traceback
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote, unquote
 
 from botocore.model import Shape
 from botocore.parsers import ResponseParserError
 
+from ._compat.botocore import signing_credentials
 from ._fork import ForkSafeLock
 
 if TYPE_CHECKING:
@@ -42,18 +47,30 @@ __all__ = [
     "BODY",
     "KEY",
     "MARK",
+    "MAX_CODE_CHARS",
+    "MAX_DESCRIPTION_CHARS",
     "MAX_MESSAGE_CHARS",
     "MAX_PARAMS_CHARS",
+    "MAX_STACKTRACE_CHARS",
+    "MIN_CREDENTIAL_CHARS",
     "TRUNCATED",
     "UNMODELED",
+    "Masks",
+    "credential_forms",
     "error_message",
+    "exception_event",
     "exception_message",
+    "exception_type",
     "has_sensitive_input",
     "mask",
+    "masks_for",
     "redact_text",
     "redact_traceback",
     "redact_value",
     "render_params",
+    "s3_key_forms",
+    "s3_keys",
+    "safe_error_code",
     "scrub_credentials",
     "sensitive_values",
 ]
@@ -111,12 +128,14 @@ _MESSAGE_BODIES: Final = {
 class _Node:
     """One shape of a plan: what to do with a value of that shape."""
 
-    __slots__ = ("dirty", "item", "kind", "members")
+    __slots__ = ("dirty", "item", "keyed", "kind", "members")
 
     def __init__(self, kind: int) -> None:
         self.kind = kind
         #: Whether a sensitive member lives at or under this node.
         self.dirty = kind == _SECRET
+        #: Whether an S3 object key lives at or under this node.
+        self.keyed = kind == _KEY
         self.members: dict[str, _Node] = {}
         self.item: _Node | None = None
 
@@ -133,22 +152,24 @@ _EMPTY_STRUCT: Final = _Node(_STRUCT)
 
 
 def _build(shape: Any, service: str) -> _Node:
-    """The plan of one shape: a graph (recursive shapes make cycles), dirty flags solved."""
+    """The plan of one shape: a graph (recursive shapes make cycles), flags solved."""
     memo: dict[tuple[Any, ...], _Node] = {}
     root = _node(shape, service, memo, None)
-    # Propagate "something sensitive lives under here" to a fixed point (cycles).
+    # Propagate "something sensitive / an S3 key lives under here" to a fixed point (cycles).
     nodes = list(memo.values())
     changed = True
     while changed:
         changed = False
         for node in nodes:
-            if node.dirty:
+            if node.dirty and node.keyed:
                 continue
-            children: Iterable[_Node] = (
+            children: list[_Node] = list(
                 node.members.values() if node.kind == _STRUCT else (node.item,) if node.item else ()
             )
-            if any(c.dirty for c in children):
+            if not node.dirty and any(c.dirty for c in children):
                 node.dirty = changed = True
+            if not node.keyed and any(c.keyed for c in children):
+                node.keyed = changed = True
     return root
 
 
@@ -514,28 +535,164 @@ def sensitive_values(model: Any, params: Any) -> tuple[str, ...]:
         return ()
 
 
-# Credentials in free text: presigned-URL query parameters, SigV4 Authorization
-# headers echoed in error messages, credential assignments, access key ids.
-_CREDENTIALS_RE: Final = re.compile(
-    r"(?i)\b(X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature|Credential|"
-    r"AWSAccessKeyId|Authorization|SessionToken|SecurityToken|SecretAccessKey|AccessKeyId|"
-    r"aws_access_key_id|aws_secret_access_key|aws_session_token|aws_security_token)"
-    r"(\"?\s*[=:]\s*\"?)([^\s&,;\"'<>]+)"
+def _key_strings(value: Any, out: list[str], depth: int) -> None:
+    """The strings of an S3 key member's value (``CopySource`` may be boto3's dict form)."""
+    if len(out) >= _MAX_SECRETS or depth > _MAX_DEPTH:
+        return
+    if isinstance(value, str):
+        if value:
+            out.append(value)
+    elif isinstance(value, dict):
+        _key_strings(value.get("Key"), out, depth + 1)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _key_strings(v, out, depth + 1)
+
+
+def _collect_keys(node: _Node, value: Any, out: list[str], depth: int) -> None:
+    if len(out) >= _MAX_SECRETS or depth > _MAX_DEPTH or not node.keyed:
+        return
+    kind = node.kind
+    if kind == _KEY:
+        _key_strings(value, out, depth)
+    elif kind == _STRUCT and isinstance(value, dict):
+        members = node.members
+        for k, v in value.items():
+            child = members.get(k) if isinstance(k, str) else None
+            if child is None or not child.keyed:
+                continue
+            if child.kind != _KEY:
+                _collect_keys(child, v, out, depth + 1)
+                continue
+            _key_strings(v, out, depth + 1)
+            if k == "CopySource" and isinstance(v, str):
+                # botocore's form, "bucket/key?versionId=...", key URL-encoded.
+                _key_strings(unquote(v.partition("?")[0].lstrip("/").partition("/")[2]), out, 0)
+    elif kind == _LIST and node.item is not None and isinstance(value, list | tuple):
+        for v in value:
+            _collect_keys(node.item, v, out, depth + 1)
+    elif kind == _MAP and node.item is not None and isinstance(value, dict):
+        for v in value.values():
+            _collect_keys(node.item, v, out, depth + 1)
+
+
+def s3_keys(model: Any, params: Any) -> tuple[str, ...]:
+    """The S3 object keys in the call's params (``Key``, ``CopySource``...), bounded."""
+    try:
+        plan = _plan(model)
+        if not plan.keyed or not params:
+            return ()
+        out: list[str] = []
+        _collect_keys(plan, params, out, 0)
+        return tuple(out)
+    except Exception:
+        return ()
+
+
+# -- credentials in free text -----------------------------------------------------------
+#
+# Where credentials show up in error text: presigned-URL query strings, Authorization
+# headers (SigV4, SigV2, Bearer) and header dumps echoed back, error bodies that are not
+# JSON (XML elements), JSON (also inside a JSON string), Python reprs of dicts, keyword
+# arguments, str and bytes, ``name=value`` and ``name: value`` lines, and bare access key
+# ids. A credential is recognised by the name in front of it (then only its value is
+# masked) or, for access key ids, by its shape.
+
+#: Names whose value is a credential in every form.
+_CREDENTIAL_NAMES: Final = (
+    r"X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|"
+    r"x-amz-(?:copy-source-)?server-side-encryption-customer-key|"
+    r"SignatureProvided|Signature|Credential|AWSAccessKeyId|AccessKeyId|SecretAccessKey|"
+    r"SecretKey|SessionToken|SecurityToken|aws_access_key_id|aws_secret_access_key|"
+    r"aws_session_token|aws_security_token|access_key_id|access_key|secret_access_key|"
+    r"secret_key|session_token|security_token"
 )
-_ACCESS_KEY_RE: Final = re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA|ABIA|ACCA)[A-Z0-9]{12,}\b")
+#: Words that name a credential only as a quoted key or with a quoted value
+#: (``"Token": "..."``, ``token='...'``); elsewhere they are ordinary words.
+_CREDENTIAL_WORDS: Final = r"token|password|passwd|secret"
+_CREDENTIAL_RE: Final = re.compile(
+    r"\b(?:(?P<auth>(?:Proxy-)?Authorization)|(?P<word>"
+    + _CREDENTIAL_WORDS
+    + r")|"
+    + _CREDENTIAL_NAMES
+    + r")\b"
+    # The name's closing quote (JSON, a repr, JSON inside a JSON string), the separator
+    # (``=``, ``:``, ``%3D``, an XML element's ``>``, a tuple's ``', '``), the value's
+    # opening quote (``"``, ``'``, ``b'``, ``\"``).
+    r"(?P<kq>\\?[\"'])?[ \t]*"
+    r"(?:(?P<xml>>|&gt;)|[=:]|%3D|(?(kq),(?=\s*b?\\?[\"'])|(?!)))"
+    r"\s*(?P<q>b?\\?[\"'])?"
+    r"(?(word)(?(kq)|(?(q)|(?!))))"
+    # An Authorization header's value is all of it (SigV4 has spaces and commas): up to
+    # its closing quote, its closing tag, or the end of the line.
+    r"(?P<value>(?(auth)(?(q)[^\"'\\\n]+|(?=\S)(?(xml)[^<&\n]+|[^\n]+))"
+    # Other values end where a credential cannot go on (none holds a quote or a space).
+    r"|(?!b?\\?[\"'])[^\s&,;\"'<>\\)}\]]+))",
+    re.IGNORECASE | re.ASCII,
+)
+#: ``Bearer <token>`` outside an Authorization header: a token has a digit or punctuation
+#: (so "Bearer authentication" stays a word).
+_BEARER_RE: Final = re.compile(
+    r"\bBearer\s+(?P<value>(?=[A-Za-z]*(?:[0-9_~+/-]|\.[A-Za-z0-9]))[A-Za-z0-9._~+/-]{8,}=*)",
+    re.IGNORECASE | re.ASCII,
+)
+#: Access key ids (and the IAM unique-id kinds a key id can be mistaken for), wherever
+#: they are: also glued to what precedes them (``%3DAKIA...`` in a re-encoded URL).
+_ACCESS_KEY_RE: Final = re.compile(r"(?P<value>(?:AKIA|ASIA|AIDA|AROA|ABIA|ACCA)[A-Z0-9]{12,})")
+#: Where a credential may start, in the ASCII-lowercased text: one scan for plain words
+#: (factored by their first letters, which keeps the scan cheap) finds the few places
+#: where the rules above are tried, anchored.
+_TRIGGER_RE: Final = re.compile(
+    r"a(?:ws(?:accesskeyid|_)|ccess(?:keyid|_key)|uthorization|kia|sia|ida|roa|bia|cca)"
+    r"|s(?:ignature|e(?:cret|ssion|curity))|credential|x-amz-|proxy-|token|passw|bearer"
+)
+_KEY_PREFIXES: Final = frozenset({"akia", "asia", "aida", "aroa", "abia", "acca"})
+_ASCII_LOWER: Final = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+
+
+def _rule(trigger: str) -> re.Pattern[str]:
+    if trigger in _KEY_PREFIXES:
+        return _ACCESS_KEY_RE
+    return _BEARER_RE if trigger == "bearer" else _CREDENTIAL_RE
 
 
 def scrub_credentials(text: str) -> str:
-    """Mask credentials that may appear in free text (error messages, tracebacks)."""
+    """Mask credentials that may appear in free text (error messages, tracebacks, codes):
+    the value after a credential's name in any of the forms above, and access key ids."""
     if text in _CLEAN:
         return text
-    scrubbed = _CREDENTIALS_RE.sub(r"\1\2" + MARK, text)
-    scrubbed = _ACCESS_KEY_RE.sub(MARK, scrubbed)
-    if scrubbed == text and len(text) <= _CLEAN_TEXT:
-        if len(_CLEAN) >= _CLEAN_ENTRIES:
-            _CLEAN.clear()  # texts that never repeat (ids in them) must not pin it
-        _CLEAN[text] = None
-    return scrubbed
+    # Same length as ``text``, so positions carry over (str.lower can change the length).
+    lowered = text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    search = _TRIGGER_RE.search
+    while (trigger := search(lowered, pos)) is not None:
+        # Every place is tried, also inside a value just masked: a greedy value must not
+        # hide the name of the credential that follows it.
+        pos = trigger.end()
+        found = _rule(trigger.group()).match(text, trigger.start())
+        if found is not None:
+            spans.append((found.start("value"), found.end()))
+    if not spans:
+        if len(text) <= _CLEAN_TEXT:
+            if len(_CLEAN) >= _CLEAN_ENTRIES:
+                _CLEAN.clear()  # texts that never repeat (ids in them) must not pin it
+            _CLEAN[text] = None
+        return text
+    spans.sort()
+    parts: list[str] = []
+    done = 0
+    end = -1
+    for start, stop in spans:
+        if start > end:  # a new masked run
+            if end >= 0:
+                parts.append(MARK)
+            parts.append(text[done:start])
+        end = max(end, stop)
+        done = end
+    parts.append(MARK)
+    parts.append(text[done:])
+    return "".join(parts)
 
 
 #: Error messages repeat (every attempt of a retry storm carries the same one): short
@@ -559,23 +716,154 @@ def mask(text: str, secrets: Iterable[str]) -> str:
     return ""  # pragma: no cover - "" contains no non-empty secret
 
 
-def redact_text(text: object, call: Call | None = None, limit: int = MAX_MESSAGE_CHARS) -> str:
+def _mask_keys(text: str, keys: Iterable[str]) -> str:
+    """Replace S3 object keys standing on their own (not inside a longer word: a key
+    ``k`` must not turn ``NoSuchKey`` into nonsense) by ``KEY``."""
+    found = sorted({k for k in keys if k and k in text}, key=len, reverse=True)
+    if not found:
+        return text
+    pattern = "|".join(map(re.escape, found))
+    return re.sub(f"(?<![A-Za-z0-9])(?:{pattern})(?![A-Za-z0-9])", KEY, text)
+
+
+# -- what one failure's text must not show ----------------------------------------------
+
+#: A credential shorter than this is a placeholder (``testing``), not one AWS or an
+#: S3-compatible server accepts (secret keys have 40 characters, access key ids 16 or
+#: more, MinIO asks for 8): masking it everywhere would only blank ordinary words.
+MIN_CREDENTIAL_CHARS: Final = 8
+
+
+class Masks:
+    """What the text of one failure must not show, gathered once on its error path:
+    secret values (the call's sensitive params, the client's own credentials, as
+    ``MARK``) and S3 object keys (unless captured, as ``KEY``)."""
+
+    __slots__ = ("keys", "secrets")
+
+    def __init__(self, secrets: Iterable[str] = (), keys: Iterable[str] = ()) -> None:
+        self.secrets = tuple(secrets)
+        self.keys = tuple(keys)
+
+    def __repr__(self) -> str:  # never the values
+        return f"<Masks secrets={len(self.secrets)} keys={len(self.keys)}>"
+
+
+_NO_MASKS: Final = Masks()
+
+
+def credential_forms(values: Iterable[str]) -> tuple[str, ...]:
+    """Credential values as text may quote them: as they are and URL-encoded (a session
+    token in a presigned query string); placeholders shorter than ``MIN_CREDENTIAL_CHARS``
+    left out."""
+    values = tuple(values)
+    forms = _CREDENTIAL_FORMS.get(values)
+    if forms is None:
+        found: list[str] = []
+        for value in values:
+            if len(value) < MIN_CREDENTIAL_CHARS:
+                continue
+            found.append(value)
+            encoded = quote(value, safe="")
+            if encoded != value:
+                found.append(encoded)
+        forms = tuple(found)
+        if len(_CREDENTIAL_FORMS) >= _CREDENTIAL_FORMS_MAX:
+            _CREDENTIAL_FORMS.clear()
+        _CREDENTIAL_FORMS[values] = forms
+    return forms
+
+
+#: A process signs with a few credentials (rotated now and then): their forms, once each.
+_CREDENTIAL_FORMS: Final[dict[tuple[str, ...], tuple[str, ...]]] = {}
+_CREDENTIAL_FORMS_MAX: Final = 64
+
+
+def s3_key_forms(keys: Iterable[str]) -> tuple[str, ...]:
+    """S3 object keys as text may quote them: as they are and as a URL path encodes them."""
+    forms: list[str] = []
+    for key in keys:
+        forms.append(key)
+        if not _URL_PATH_SAFE.issuperset(key):
+            forms.append(quote(key, safe="/~"))
+    return tuple(forms)
+
+
+_URL_PATH_SAFE: Final = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.~/-"
+)
+
+
+def masks_for(
+    call: Call | None,
+    *,
+    capture_s3_keys: bool = False,
+    signer: object = None,
+    keys: Iterable[str] = (),
+) -> Masks:
+    """What a failure's text must not show: the call's sensitive params, its S3 keys and
+    ``keys`` (unless ``capture_s3_keys``), and the credentials its client signs with (read
+    now, from the signer before-call saw, or ``signer``). Never raises: what cannot be
+    read is skipped."""
+    secrets: list[str] = []
+    named: list[str] = []
+    try:
+        if not capture_s3_keys:
+            named.extend(keys)
+        if call is not None:
+            if call.params:
+                secrets.extend(sensitive_values(call.op.model, call.params))
+                if not capture_s3_keys:
+                    named.extend(s3_keys(call.op.model, call.params))
+            if signer is None:
+                signer = call.signer
+        if signer is not None:
+            secrets.extend(credential_forms(signing_credentials(signer)))
+    except Exception:
+        pass
+    if not secrets and not named:
+        return _NO_MASKS
+    return Masks(secrets, s3_key_forms(named))
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters for scanning, minus what may be the head of an
+    access key id the cut split (too short to look like one any more)."""
+    if len(text) <= limit:
+        return text
+    return _SPLIT_KEY_ID_RE.sub("", text[:limit])
+
+
+#: At most the length of an access key id (128): never more is dropped.
+_SPLIT_KEY_ID_RE: Final = re.compile(r"[A-Z0-9]{1,128}\Z")
+
+
+def redact_text(
+    text: object,
+    call: Call | None = None,
+    limit: int = MAX_MESSAGE_CHARS,
+    *,
+    capture_s3_keys: bool = False,
+    masks: Masks | None = None,
+) -> str:
     """Free text (an error message, a traceback) safe to record: the call's sensitive
-    values and credentials masked, valid UTF-8, at most ``limit`` characters."""
+    values, S3 keys and own credentials (or ``masks``) and credentials in any form
+    masked, valid UTF-8, at most ``limit`` characters."""
     try:
         if isinstance(text, BaseException):
             text = exception_message(text)
         elif not isinstance(text, str):
             text = _safe_str(text)
-        if len(text) > _MAX_TEXT_SCAN:
-            text = text[:_MAX_TEXT_SCAN]
-        secrets: tuple[str, ...] = ()
-        if call is not None and call.params:
-            secrets = sensitive_values(call.op.model, call.params)
-            if secrets:
-                # First, on the text as received: anything rewritten before this
-                # could split a secret and leave its pieces unmatched.
-                text = mask(text, secrets)
+        text = _cut(text, _MAX_TEXT_SCAN)
+        if masks is None:
+            masks = _NO_MASKS if call is None else masks_for(call, capture_s3_keys=capture_s3_keys)
+        secrets = masks.secrets
+        if secrets:
+            # First, on the text as received: anything rewritten before this
+            # could split a secret and leave its pieces unmatched.
+            text = mask(text, secrets)
+        if masks.keys:
+            text = _mask_keys(text, masks.keys)
         text = scrub_credentials(text)
         if not text.isascii():
             text = text.encode("utf-8", "replace").decode("utf-8")
@@ -586,6 +874,40 @@ def redact_text(text: object, call: Call | None = None, limit: int = MAX_MESSAGE
         return text
     except Exception:
         return MARK
+
+
+#: Error codes longer than this (garbage from the wire) are cut; real AWS codes are far
+#: shorter, and the metrics signal counts codes over its own, shorter, limit as ``other``.
+MAX_CODE_CHARS: Final = 256
+
+
+def safe_error_code(code: object) -> str:
+    """An error code from the wire, safe to record as a span status, ``error.type``,
+    ``exception.type``, the ``error_type`` log field and metric label: credentials in
+    it masked (named ones, access key ids, and any long run of base64 characters mixing
+    letters and digits: a bare secret key or token), valid UTF-8, at most
+    ``MAX_CODE_CHARS`` characters."""
+    try:
+        text = code if isinstance(code, str) else _safe_str(code)
+        text = scrub_credentials(_cut(text, 4 * MAX_CODE_CHARS))
+        text = _SECRET_SHAPED_RE.sub(_secret_shaped, text)
+        if not text.isascii():
+            text = text.encode("utf-8", "replace").decode("utf-8")
+        return text[:MAX_CODE_CHARS]
+    except Exception:
+        return MARK
+
+
+#: In a code, a long run of base64 characters: a code is a name (``NoSuchKey``,
+#: ``InvalidInstanceID.Malformed``), a secret key (40 characters) or session token is not.
+_SECRET_SHAPED_RE: Final = re.compile(r"[A-Za-z0-9+/=]{32,}")
+
+
+def _secret_shaped(found: re.Match[str]) -> str:
+    """``MARK`` for a run with letters and digits (a key), the run itself otherwise."""
+    run = found.group()
+    has_digit = any(c.isdigit() for c in run)
+    return MARK if has_digit and any(c.isalpha() for c in run) else run
 
 
 def _safe_str(value: object) -> str:
@@ -606,11 +928,25 @@ def exception_message(exc: BaseException) -> str:
     return text
 
 
+def exception_type(exc: BaseException) -> str:
+    """``exception.type`` as OpenTelemetry's SDK writes it: the qualified class name."""
+    kind = type(exc)
+    module = kind.__module__
+    return f"{module}.{kind.__qualname__}" if module and module != "builtins" else kind.__qualname__
+
+
 _CAUSE: Final = "\nThe above exception was the direct cause of the following exception:\n\n"
 _CONTEXT: Final = "\nDuring handling of the above exception, another exception occurred:\n\n"
 
 
-def redact_traceback(exc: BaseException, call: Call | None = None, limit: int = 16384) -> str:
+def redact_traceback(
+    exc: BaseException,
+    call: Call | None = None,
+    limit: int = 16384,
+    *,
+    capture_s3_keys: bool = False,
+    masks: Masks | None = None,
+) -> str:
     """Like ``traceback.format_exception``, with every message in the chain through
     :func:`exception_message` and the whole through :func:`redact_text` (a traceback
     also shows the caller's source lines, which may hold a literal secret)."""
@@ -641,12 +977,16 @@ def redact_traceback(exc: BaseException, call: Call | None = None, limit: int = 
                 name = f"{kind.__module__}.{name}"
             message = exception_message(item)
             parts.append(f"{name}: {message}\n" if message else f"{name}\n")
-        return redact_text("".join(parts), call, limit)
+        return redact_text(
+            "".join(parts), call, limit, capture_s3_keys=capture_s3_keys, masks=masks
+        )
     except Exception:
         return type(exc).__name__
 
 
-def error_message(call: Call) -> str | None:
+def error_message(
+    call: Call, *, capture_s3_keys: bool = False, masks: Masks | None = None
+) -> str | None:
     """The call's error message (the AWS message, else the exception's), redacted."""
     message: object = call.error_message
     if message is None:
@@ -655,4 +995,59 @@ def error_message(call: Call) -> str | None:
         message = exception_message(call.exception)
     if not message:
         return None
-    return redact_text(message, call)
+    return redact_text(message, call, capture_s3_keys=capture_s3_keys, masks=masks)
+
+
+# -- exception events and status descriptions ---------------------------------------------
+
+MAX_DESCRIPTION_CHARS: Final = 1024
+MAX_STACKTRACE_CHARS: Final = 16384
+
+
+def exception_event(
+    exc: BaseException | None,
+    call: Call | None = None,
+    *,
+    code: str | None = None,
+    message: str | None = None,
+    capture_s3_keys: bool = False,
+    masks: Masks | None = None,
+) -> tuple[dict[str, str], str]:
+    """The ``exception`` span event's attributes and the span status description
+    (``Code: message``) of one failure, redacted: what every span evobs writes records.
+
+    ``exc`` is the exception, if the failure raised one (else the event is named after
+    the error code). ``call`` is the failed call (its error code and message, sensitive
+    params, S3 keys, credentials), None for a span that is not a call's. ``code`` and
+    ``message`` replace the call's own (an attempt's error); ``masks``, what is masked.
+    The event is what ``Span.record_exception`` writes, but each text redacted: a
+    traceback carries messages (botocore's parser errors quote the response body) and
+    the caller's source lines, any of which may hold a secret."""
+    if code is None and call is not None:
+        code = call.error_type or call.outcome
+    if not code:
+        code = type(exc).__name__ if exc is not None else "error"
+    code = safe_error_code(code)
+    raised = exception_message(exc) if exc is not None else None
+    if message is None:
+        if call is not None and call.error_message:
+            message = call.error_message
+        elif raised is not None:
+            message = raised
+        elif call is not None and call.exception is not None:
+            message = exception_message(call.exception)
+    if masks is None and (message or exc is not None):  # gathered only if text is shown
+        masks = masks_for(call, capture_s3_keys=capture_s3_keys)
+    said = redact_text(message, masks=masks) if message else ""
+    description = f"{code}: {said}" if said else code
+    if len(description) > MAX_DESCRIPTION_CHARS:
+        description = description[: MAX_DESCRIPTION_CHARS - len(TRUNCATED)] + TRUNCATED
+    if exc is None:
+        return {"exception.type": code, "exception.message": said}, description
+    attributes = {
+        "exception.type": exception_type(exc),
+        "exception.message": said if raised == message else redact_text(raised, masks=masks),
+        "exception.stacktrace": redact_traceback(exc, None, MAX_STACKTRACE_CHARS, masks=masks),
+        "exception.escaped": "False",
+    }
+    return attributes, description

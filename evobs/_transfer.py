@@ -31,6 +31,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ._client import is_instrumented
+from ._compat.botocore import client_signer
+from ._redact import exception_event, masks_for
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -84,6 +86,60 @@ def _attributes(
     return attributes
 
 
+def _keys(name: str, index: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
+    """The S3 keys a transfer names (``copy``'s source too): its error text may quote them."""
+    keys = [args[index + 1] if len(args) > index + 1 else kwargs.get("Key")]
+    if name == "copy":
+        source = args[0] if args else kwargs.get("CopySource")
+        keys.append(source.get("Key") if isinstance(source, dict) else None)
+    return [k for k in keys if isinstance(k, str) and k]
+
+
+def _record_failure(
+    inst: Instrumentation,
+    span: Any,
+    exc: BaseException,
+    client: Any,
+    keys: list[str],
+) -> None:
+    """The transfer's exception, recorded as a call span records its own (one redaction
+    path: ``_redact.exception_event``, the client's own credentials and, unless
+    ``capture_s3_keys``, the transfer's keys masked). A failing tracer is counted, never
+    raised: the exception that propagates is the transfer's."""
+    try:
+        masks = masks_for(
+            None,
+            capture_s3_keys=inst.options.capture_s3_keys,
+            signer=client_signer(client),
+            keys=keys,
+        )
+        event, description = exception_event(exc, masks=masks)
+    except Exception as error:
+        inst.handlers.errors.record("s3-transfer", error)
+        return
+    try:
+        span.add_event("exception", event)
+    except Exception as error:
+        inst.handlers.errors.record("s3-transfer", error)
+    try:
+        span.set_status(Status(StatusCode.ERROR, description))
+    except Exception as error:
+        inst.handlers.errors.record("s3-transfer", error)
+
+
+def _close(inst: Instrumentation, span: Any, token: Any) -> None:
+    """Detach the transfer's context and end its span; a failure is counted, never raised."""
+    if token is not None:
+        try:
+            otel_context.detach(token)
+        except Exception as error:
+            inst.handlers.errors.record("s3-transfer", error)
+    try:
+        span.end()
+    except Exception as error:
+        inst.handlers.errors.record("s3-transfer", error)
+
+
 def _wrap(name: str, index: int, original: Callable[..., Any]) -> Callable[..., Any]:
     span_name = f"S3.{name}"
 
@@ -107,20 +163,16 @@ def _wrap(name: str, index: int, original: Callable[..., Any]) -> Callable[..., 
                 args, kwargs = _carry_source_client(parent, args, kwargs)
         except Exception as exc:
             inst.handlers.errors.record("s3-transfer", exc)
-            if token is not None:
-                otel_context.detach(token)
             if span is not None:
-                span.end()
+                _close(inst, span, token)
             return original(self, *args, **kwargs)
         try:
             return original(carrier, *args, **kwargs)
         except BaseException as exc:
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            _record_failure(inst, span, exc, self, _keys(name, index, args, kwargs))
             raise
         finally:
-            otel_context.detach(token)
-            span.end()
+            _close(inst, span, token)
 
     transfer._evobs_original = original  # type: ignore[attr-defined]
     return transfer

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import structlog
 from botocore.model import DenormalizedStructureBuilder, ServiceModel
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
@@ -27,6 +27,8 @@ from evobs._call import Attempt, Call
 from evobs._operation import operation_for
 from evobs._options import Options
 from evobs.signals.logs import LogsSignal
+
+from .secret_forms import END, FORMS, START, leaks, make_secret
 
 SENTINEL = "zqSECRETqz"
 _SERVICES = itertools.count()
@@ -336,3 +338,39 @@ def test_log_rendering_never_raises_nor_leaks(
         for formatter in (JSON_FORMATTER, PLAIN_FORMATTER):
             line = formatter.format(rec)
             assert not leaked(line), line
+
+
+# -- credentials in generated text ----------------------------------------------------------
+
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_KEY_ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+#: What may stand right before or after a credential in real text.
+_DELIMITERS = ["", " ", "\n", "\t", ", ", "; ", "(", ")", "&", "?", "{", "}", "[", "]", ": ", "'"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from(sorted(FORMS)),
+    st.text(alphabet=_B64, max_size=60),
+    st.sampled_from(["AKIA", "ASIA"]),
+    st.text(alphabet=_KEY_ID_CHARS, min_size=16, max_size=16),
+    st.text(),
+    st.sampled_from(_DELIMITERS),
+    st.sampled_from(_DELIMITERS),
+    st.text(),
+)
+def test_every_credential_form_is_scrubbed_in_any_text(
+    form: str, body: str, prefix: str, tail: str, before: str, left: str, right: str, after: str
+) -> None:
+    """Any form of ``secret_forms``, in any unicode text, after and before any delimiter
+    (or none, where the text ends in a non-word character): no secret, no start or end of
+    one, no access key id comes out; scrubbing is idempotent."""
+    secret = make_secret(body)
+    key_id = prefix + tail
+    if not left and (before[-1:].isalnum() or before[-1:] == "_"):
+        left = " "  # a name glued to a word is another word (``NextToken``)
+    text = before + left + FORMS[form](secret, key_id) + right + after
+    assume(not any(m in before + after for m in (START, END, tail)))
+    out = _redact.scrub_credentials(text)
+    assert leaks(out, secret, key_id) == [], (text, out)
+    assert _redact.scrub_credentials(out) == out

@@ -4,14 +4,25 @@ transfer's worker threads) its child; over real HTTP against moto's server."""
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import threading
 import uuid
 from typing import Any
 
 import pytest
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    TraceFlags,
+    Tracer,
+    TracerProvider,
+)
+from prometheus_client import CollectorRegistry
 
 import evobs
 
@@ -207,3 +218,92 @@ def test_failed_transfer_span_is_an_error(s3, recorder, tmp_path):
     assert not transfer.status.is_ok
     assert any(e.name == "exception" for e in transfer.events)
     assert recorder.one("S3.PutObject").parent.span_id == transfer.context.span_id
+
+
+class _BrokenSpan(NonRecordingSpan):
+    """A span whose every write raises (a broken vendor tracer)."""
+
+    def add_event(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("add_event is broken")
+
+    def record_exception(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("record_exception is broken")
+
+    def set_status(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("set_status is broken")
+
+    def end(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("end is broken")
+
+
+class _BrokenTracer(Tracer):
+    def start_span(self, name: str, *args: Any, **kwargs: Any) -> Span:
+        ids = itertools.count(1)
+        return _BrokenSpan(
+            SpanContext(next(ids) + 10**9, next(ids) + 10**9, False, TraceFlags.SAMPLED)
+        )
+
+    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+
+class _BrokenProvider(TracerProvider):
+    def get_tracer(self, *args: Any, **kwargs: Any) -> Tracer:
+        return _BrokenTracer()
+
+
+def test_a_broken_tracer_never_replaces_the_transfers_exception(session, moto_url, tmp_path):
+    """Every tracer call on the transfer's error path raises: the user gets the transfer's
+    own exception, the context is restored, and evobs counts its failures."""
+    registry = CollectorRegistry()
+    handle = evobs.instrument(session, tracer_provider=_BrokenProvider(), registry=registry)
+    try:
+        s3 = session.client("s3", endpoint_url=moto_url)
+        path = tmp_path / "f.bin"
+        path.write_bytes(b"x")
+        with pytest.raises(S3UploadFailedError, match="NoSuchBucket"):
+            s3.upload_file(str(path), f"missing-{uuid.uuid4().hex[:8]}", "k")
+
+        def callback(_: int) -> None:
+            raise RuntimeError("the user's own")
+
+        bucket = _bucket(s3)
+        with pytest.raises(RuntimeError, match="the user's own"):
+            s3.upload_fileobj(io.BytesIO(b"x"), bucket, "k", Callback=callback)
+    finally:
+        handle.uninstrument()
+    # add_event, set_status and end, for each of the two transfers.
+    errors = registry.get_sample_value("evobs_handler_errors_total", {"event": "s3-transfer"})
+    assert errors == 6
+
+
+def test_transfer_exception_masks_its_keys_unless_captured(session, moto_url, recorder, tmp_path):
+    """The transfer span's exception (message, stack trace, status) shows ``<s3-key>`` for
+    the object key, and the key itself with ``capture_s3_keys=True``."""
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x")
+    missing = f"missing-{uuid.uuid4().hex[:8]}"
+    for capture in (False, True):
+        recorder.exporter.clear()
+        handle = evobs.instrument(
+            session,
+            tracer_provider=recorder.provider,
+            registry=CollectorRegistry(),
+            capture_s3_keys=capture,
+        )
+        try:
+            s3 = session.client("s3", endpoint_url=moto_url)
+            with pytest.raises(S3UploadFailedError):
+                s3.upload_file(str(path), missing, "people/bob-private.txt")
+        finally:
+            handle.uninstrument()
+        transfer = recorder.one("S3.upload_file")
+        (event,) = [e for e in transfer.events if e.name == "exception"]
+        texts = [transfer.status.description or "", *map(str, (event.attributes or {}).values())]
+        assert texts[0].startswith("S3UploadFailedError: Failed to upload")
+        shown = [t for t in texts if "bob-private" in t]
+        if capture:
+            assert len(shown) >= 3  # status, message, stack trace
+        else:
+            assert shown == []
+            assert f"{missing}/<s3-key>" in texts[0]

@@ -16,6 +16,7 @@ import boto3
 import pytest
 import structlog
 from botocore.config import Config
+from botocore.exceptions import ClientError
 from botocore.retries import standard
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -23,6 +24,7 @@ import evobs
 from evobs.demo.faults import Fault, FaultServer
 
 from .conftest import SpanRecorder
+from .secret_forms import FORMS, leaks, make_secret
 
 ACCESS_KEY = "AKIAEVOBSLEAKTEST001"
 SECRET_KEY = "evobsSecretAccessKey/DoNotLeak+0123456789"
@@ -336,3 +338,156 @@ def test_unparseable_response_body_is_not_recorded(
     )
     for canary in ("ASIAEVOBSPARSERLEAK1", "evobsParserSecretCanary", "evobsParserTokenCanary"):
         assert canary not in recorded
+
+
+# -- every credential form, every producer, over the wire ------------------------------------
+
+FORM_SECRET = make_secret("wJalrXUtnFEMIK7MDENGbPxRfiCYforms+/")
+FORM_KEY_ID = "AKIAEVOBSFORMSWIRE01"
+USER_FORM_SECRET = make_secret("userHandlerExceptionSecret0123")
+USER_FORM_KEY_ID = "ASIAEVOBSFORMSUSER01"
+
+
+class _UserError(Exception):
+    """What the user's handler raises (quoting a credential form)."""
+
+
+@pytest.mark.usefixtures("no_jitter")
+def test_every_form_in_codes_messages_and_user_exceptions(
+    moto_url: str, recorder: SpanRecorder, registry: CollectorRegistry, everything: Everything
+) -> None:
+    """Each credential form in an S3 error code and message (retried, then final), in a
+    DynamoDB error message, and in a user handler's exception (with the client's own
+    secret key quoted bare): no span, event, status, log record or metric holds any of it."""
+    session = make_session(ACCESS_KEY, SECRET_KEY)
+    handle = evobs.instrument(session, tracer_provider=recorder.provider, registry=registry)
+    raising: list[str] = []
+
+    def user_handler(**_: Any) -> None:
+        raise _UserError(raising[-1])
+
+    twice = Config(retries={"mode": "standard", "total_max_attempts": 2})
+    try:
+        with FaultServer(upstream=moto_url) as faults:
+            s3 = session.client("s3", endpoint_url=faults.url, config=twice)
+            ddb = session.client("dynamodb", endpoint_url=faults.url, config=twice)
+            ddb.meta.events.register("before-send.dynamodb.ListTables", user_handler)
+            for name, form in FORMS.items():
+                text = f"{name}: {form(FORM_SECRET, FORM_KEY_ID)} (own key {SECRET_KEY})"
+                faults.script([Fault.error(500, text, text), Fault.error(403, text, text)])
+                with pytest.raises(ClientError):
+                    s3.list_objects_v2(Bucket="evobs-forms")
+                faults.script([Fault.error(400, "ValidationException", text)])
+                with pytest.raises(ClientError):
+                    ddb.describe_table(TableName="evobs-forms")
+                raising.append(f"{form(USER_FORM_SECRET, USER_FORM_KEY_ID)} {SECRET_KEY}")
+                with pytest.raises(_UserError):
+                    ddb.list_tables()
+    finally:
+        handle.uninstrument()
+
+    spans = span_text(recorder)
+    logs = "\n".join(everything.lines)
+    metrics = generate_latest(registry).decode()
+    count = len(FORMS)
+    assert len(recorder.named("S3.ListObjectsV2 attempt")) == 2 * count
+    assert len(recorder.named("DynamoDB.ListTables")) == count
+    assert metrics.count("aws_sdk_call_errors_total{") >= 3
+    assert spans.count("<redacted>") >= 6 * count
+    for what, text in (("spans", spans), ("logs", logs), ("metrics", metrics)):
+        assert leaks(text, FORM_SECRET, FORM_KEY_ID) == [], what
+        assert leaks(text, USER_FORM_SECRET, USER_FORM_KEY_ID) == [], what
+        assert SECRET_KEY not in text and ACCESS_KEY not in text, what
+    # The user's exception is recorded, its stack trace included (so "absent" is "masked").
+    (user_span, *_) = recorder.named("DynamoDB.ListTables")
+    (event,) = [e for e in user_span.events if e.name == "exception"]
+    attributes = dict(event.attributes or {})
+    assert str(attributes["exception.type"]).endswith("_UserError")
+    assert "raise _UserError(raising[-1])" in str(attributes["exception.stacktrace"])
+
+
+OBJECT_KEY = "people/alice-private.txt"
+
+
+def _presigned_failure(key: str) -> str:
+    """An error message quoting a presigned URL, an access key id and the object key."""
+    return (
+        f"Request for {key} denied: https://evobs-transfers.s3.amazonaws.com/{key}"
+        "?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+        f"&X-Amz-Credential={ACCESS_KEY}%2F20260101%2Fus-east-1%2Fs3%2Faws4_request"
+        f"&X-Amz-Date=20260101T000000Z&X-Amz-Expires=60&X-Amz-SignedHeaders=host"
+        f"&X-Amz-Signature={'7f' * 32} (signed by {ACCESS_KEY})"
+    )
+
+
+@pytest.mark.parametrize("method", ["upload_file", "download_file", "copy"])
+def test_failed_transfer_records_no_credential_nor_key(
+    method: str,
+    moto_url: str,
+    recorder: SpanRecorder,
+    registry: CollectorRegistry,
+    everything: Everything,
+    tmp_path: Any,
+) -> None:
+    """A failed managed transfer whose error quotes a presigned URL and an access key id:
+    the transfer's parent span (exception event, stack trace, status), its part calls, the
+    logs and the metrics hold no signature, credential, key id, nor the object key."""
+    session = make_session(ACCESS_KEY, SECRET_KEY)
+    handle = evobs.instrument(session, tracer_provider=recorder.provider, registry=registry)
+    bucket = f"evobs-transfers-{method.replace('_', '-')}"
+    path = tmp_path / "local.bin"
+    path.write_bytes(b"transfer body")
+    try:
+        with FaultServer(upstream=moto_url) as faults:
+            s3 = session.client(
+                "s3",
+                endpoint_url=faults.url,
+                config=Config(retries={"mode": "standard", "total_max_attempts": 1}),
+            )
+            s3.create_bucket(Bucket=bucket)
+            s3.put_object(Bucket=bucket, Key=OBJECT_KEY, Body=b"transfer body")
+            recorder.exporter.clear()
+            failing = "GET" if method == "download_file" else "PUT"
+            faults.script(
+                [
+                    Fault.error(403, "AccessDenied", _presigned_failure(OBJECT_KEY)).on(
+                        method=failing
+                    )
+                ]
+            )
+            with pytest.raises(Exception) as raised:
+                if method == "upload_file":
+                    s3.upload_file(str(path), bucket, OBJECT_KEY)
+                elif method == "download_file":
+                    s3.download_file(bucket, OBJECT_KEY, str(tmp_path / "out.bin"))
+                else:
+                    s3.copy({"Bucket": bucket, "Key": OBJECT_KEY}, bucket, OBJECT_KEY + ".copy")
+    finally:
+        handle.uninstrument()
+    assert "X-Amz-Signature=" + "7f" * 32 in str(raised.value)  # the user's exception has it
+
+    transfer = recorder.one(f"S3.{method}")
+    assert not transfer.status.is_ok
+    description = transfer.status.description or ""
+    assert description.startswith(type(raised.value).__name__ + ": ")
+    assert "X-Amz-Signature=<redacted>" in description
+    (event,) = [e for e in transfer.events if e.name == "exception"]
+    attributes = dict(event.attributes or {})
+    assert set(attributes) == {
+        "exception.type",
+        "exception.message",
+        "exception.stacktrace",
+        "exception.escaped",
+    }
+    assert "Traceback (most recent call last)" in str(attributes["exception.stacktrace"])
+    assert "<s3-key>" in str(attributes["exception.message"])
+    children = [
+        s for s in recorder.spans if s.parent and s.parent.span_id == transfer.context.span_id
+    ]
+    assert any(not s.status.is_ok for s in children)
+
+    recorded = "\n".join(
+        [span_text(recorder), *everything.lines, generate_latest(registry).decode()]
+    )
+    for value in ("7f" * 32, ACCESS_KEY, ACCESS_KEY[4:], SECRET_KEY, "alice-private"):
+        assert value not in recorded, value

@@ -1,4 +1,12 @@
-"""botocore's and boto3's private details evobs reads."""
+"""botocore's and boto3's private details evobs reads.
+
+Among them the credentials a client signs with, for redaction (a client's own
+credentials are masked wherever an error text quotes them): botocore has no public way
+to see them without side effects (``RefreshableCredentials``'s ``access_key`` /
+``secret_key`` / ``token`` properties refresh expired credentials, an STS or IMDS call
+from inside an error path), so they are read here only, on the error path only, and
+give nothing (never raise) when botocore's shape is not the expected one.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,13 @@ from typing import Any, Final
 
 from botocore.awsrequest import AWSPreparedRequest
 
-__all__ = ["PREPARED_REQUEST_HAS_CONTEXT", "default_boto3_session", "throttling_error_codes"]
+__all__ = [
+    "PREPARED_REQUEST_HAS_CONTEXT",
+    "client_signer",
+    "default_boto3_session",
+    "signing_credentials",
+    "throttling_error_codes",
+]
 
 
 def throttling_error_codes() -> frozenset[str]:
@@ -64,3 +78,43 @@ def default_boto3_session() -> Any:
     if boto3.DEFAULT_SESSION is None:
         boto3.setup_default_session()
     return boto3.DEFAULT_SESSION
+
+
+#: The attributes read, by the object they are read from (the test names each).
+SIGNER_CREDENTIALS = "_credentials"  # botocore.signers.RequestSigner
+#: RefreshableCredentials: what ``get_frozen_credentials`` returns, so what the signer signs
+#: with (set on every refresh; None until a deferred one is first fetched).
+FROZEN = "_frozen_credentials"
+PLAIN_VALUES = ("access_key", "secret_key", "token")  # Credentials: plain instance attributes
+CLIENT_SIGNER = "_request_signer"  # botocore.client.BaseClient
+
+
+def client_signer(client: object) -> Any:
+    """A client's ``RequestSigner`` (what before-call passes as ``request_signer``), or None."""
+    try:
+        return vars(client).get(CLIENT_SIGNER)
+    except Exception:
+        return None
+
+
+def signing_credentials(signer: object) -> tuple[str, ...]:
+    """The access key id, secret key and session token ``signer`` signs with, as they are
+    now (no refresh, no provider call); empty when they cannot be read."""
+    try:
+        credentials = vars(signer).get(SIGNER_CREDENTIALS)
+        if credentials is None:
+            return ()
+        # ``vars`` reads instance attributes only: no property runs (a refresh would).
+        state = vars(credentials)
+        frozen = state.get(FROZEN)
+        if frozen is not None:  # ReadOnlyCredentials(access_key, secret_key, token, ...)
+            values = (frozen[0], frozen[1], frozen[2])
+        else:  # plain Credentials (a refreshable one not fetched yet has neither)
+            values = (
+                state.get(PLAIN_VALUES[0]),
+                state.get(PLAIN_VALUES[1]),
+                state.get(PLAIN_VALUES[2]),
+            )
+        return tuple([v for v in values if type(v) is str and v])
+    except Exception:
+        return ()

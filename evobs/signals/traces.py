@@ -21,11 +21,11 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._call import WALL_OFFSET_NS
-from .._redact import error_message, redact_text, redact_traceback, render_params
+from .._redact import exception_event, exception_message, masks_for, render_params
 from .._version import __version__
 from ..services import peer_attributes, rpc_attributes
 from . import SignalBase
-from ._spans import SdkPipeline, SdkSpan, exception_type
+from ._spans import SdkPipeline, SdkSpan
 
 if TYPE_CHECKING:
     from .._call import Attempt, Call
@@ -39,8 +39,6 @@ __all__ = ["PROPAGATION_SKIPPED", "TracesSignal"]
 PROPAGATION_SKIPPED: Final = "aws.sdk.propagation.skipped"
 
 _NS_PER_MS: Final = 1_000_000
-_MAX_DESCRIPTION: Final = 1024
-_MAX_STACKTRACE: Final = 16384
 
 
 class _Open:
@@ -231,12 +229,10 @@ class TracesSignal(SignalBase):
             if not call.expected:
                 # An expected error is control flow: no exception event, no error status;
                 # ``error.type`` still says what it was.
-                description = _description(call)
+                event, description = exception_event(
+                    call.exception, call, capture_s3_keys=self._options.capture_s3_keys
+                )
                 timestamp = (call.end_ns or call.start_ns) + WALL_OFFSET_NS
-                if call.exception is not None:
-                    event = _exception_attributes(call, call.exception, description)
-                else:
-                    event = {"exception.type": error_type, "exception.message": description}
                 _add_event(span, "exception", event, timestamp)
                 span.set_status(Status(StatusCode.ERROR, description))
         if self._options.capture_params and call.params is not None:
@@ -266,7 +262,8 @@ class TracesSignal(SignalBase):
         name = f"{call.op.span_name} attempt"
         end_default = call.end_ns or call.start_ns
         # Retries usually repeat one error: redacted and rendered once per call.
-        failures: dict[tuple[str, str], tuple[Status, str]] = {}
+        statuses: dict[tuple[str, str], Status] = {}
+        masks = None
         pipeline = self._pipeline
         fast = pipeline is not None and type(parent) is SdkSpan
         # The attempts are the leaves a viewer labels with the peer (when it is on).
@@ -309,20 +306,21 @@ class TracesSignal(SignalBase):
             if failed and call.expected and attempt is call.attempts[-1]:
                 failed = False
             if failed and child.is_recording():
-                key = (error_type, attempt.error_message or "")
-                found = failures.get(key)
-                if found is None:
-                    message = redact_text(key[1], call) if key[1] else ""
-                    description = f"{error_type}: {message}" if message else error_type
-                    found = failures[key] = (Status(StatusCode.ERROR, description), description)
-                status, description = found
-                if attempt.exception is not None:
-                    event = _exception_attributes(
-                        call, attempt.exception, redact_text(attempt.exception, call)
-                    )
-                else:  # an HTTP error response: the error code and message
-                    event = {"exception.type": error_type, "exception.message": description}
+                if masks is None:  # once per call, only if an attempt failed
+                    masks = masks_for(call, capture_s3_keys=self._options.capture_s3_keys)
+                # An exception (reset, timeout) or an HTTP error response (its code, message).
+                message = attempt.error_message
+                if message is None:
+                    raised = attempt.exception
+                    message = "" if raised is None else exception_message(raised)
+                event, description = exception_event(
+                    attempt.exception, call, code=error_type, message=message, masks=masks
+                )
                 _add_event(child, "exception", event, end_time)
+                key = (error_type, attempt.error_message or "")
+                status = statuses.get(key)
+                if status is None:
+                    status = statuses[key] = Status(StatusCode.ERROR, description)
                 child.set_status(status)
             child.end(end_time=end_time)
 
@@ -360,23 +358,3 @@ def _retry_events(span: Any, attempts: list[Attempt]) -> None:
             attributes["error.type"] = error_type
         _add_event(span, "aws.sdk.retry", attributes, sleep_start + WALL_OFFSET_NS)
         previous = attempt
-
-
-def _description(call: Call) -> str:
-    """``Code: message``, the message redacted (credentials, the call's sensitive values)."""
-    code = call.error_type or call.outcome or "error"
-    message = error_message(call)
-    text = f"{code}: {message}" if message else code
-    return text[:_MAX_DESCRIPTION]
-
-
-def _exception_attributes(call: Call, exc: BaseException, message: str) -> dict[str, str]:
-    """The exception event, as ``record_exception`` writes it but redacted: a traceback
-    carries the exception's message (botocore's parser errors quote the response body)
-    and the user's source lines, any of which may hold a secret."""
-    return {
-        "exception.type": exception_type(exc),
-        "exception.message": message,
-        "exception.stacktrace": redact_traceback(exc, call, _MAX_STACKTRACE),
-        "exception.escaped": "False",
-    }
