@@ -13,6 +13,7 @@ arguments to pytest). Standard library only: it runs before any environment exis
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import glob
 import hashlib
 import json
@@ -61,6 +62,9 @@ SHOWN = (
     "boto3",
     "moto",
     "pytest",
+)
+PYTEST_SUMMARY = re.compile(
+    r"\b\d+ (passed|failed|errors?|skipped|deselected|xfailed|xpassed|warnings?)\b.* in [0-9.]+s"
 )
 SHORT = {"opentelemetry-sdk": "otel-sdk", "prometheus-client": "prometheus-client"}
 
@@ -205,6 +209,19 @@ def _log(message: str) -> None:
     print(message, flush=True)
 
 
+class CellError(Exception):
+    """A cell that cannot run: no interpreter, or an environment that did not build."""
+
+
+def _quiet(command: list[str], cwd: Path | None = None) -> None:
+    """Runs a build step with its output kept (it would interleave with another cell's
+    tests), shown only if the step fails."""
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = (result.stdout + result.stderr).strip().splitlines()[-15:]
+        raise CellError(f"`{' '.join(command[-4:])}` failed:\n  " + "\n  ".join(tail))
+
+
 def build(cell: Cell, python: str, rebuild: bool) -> tuple[Path, float, bool]:
     """The cell's environment, built unless the cached one matches: (path, seconds, built)."""
     venv = CACHE / cell.name
@@ -218,18 +235,22 @@ def build(cell: Cell, python: str, rebuild: bool) -> tuple[Path, float, bool]:
     started = time.monotonic()
     shutil.rmtree(venv, ignore_errors=True)
     venv.parent.mkdir(exist_ok=True)
-    subprocess.run([python, "-m", "venv", str(venv)], check=True)
+    _quiet([python, "-m", "venv", str(venv)])
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
-    subprocess.run([*pip, "install", "--quiet", "--upgrade", "pip"], check=True)
+    _quiet([*pip, "install", "--quiet", "--upgrade", "pip"])
     constraints = venv / "constraints.txt"
     constraints.write_text("".join(f"{name}=={version}\n" for name, version in cell.pins.items()))
-    subprocess.run(
-        [*pip, "install", "--quiet", "-c", str(constraints), "-e", f"{ROOT}[dev]"],
-        check=True,
-        cwd=ROOT,
-    )
+    _quiet([*pip, "install", "--quiet", "-c", str(constraints), "-e", f"{ROOT}[dev]"], cwd=ROOT)
     stamp.write_text(json.dumps({"digest": digest, "built_at": time.time()}))
     return venv, time.monotonic() - started, True
+
+
+def prepare(cell: Cell, rebuild: bool) -> tuple[str, Path, float, bool]:
+    """(interpreter, environment, build seconds, built) for a cell, or CellError."""
+    python = find_python(cell.python)
+    if python is None:
+        raise CellError(f"no Python {cell.python} interpreter found (PATH, pyenv)")
+    return (python, *build(cell, python, rebuild))
 
 
 def installed(venv: Path) -> dict[str, str]:
@@ -263,9 +284,10 @@ def run_tests(venv: Path, tests: tuple[str, ...], pytest_args: list[str]) -> tup
     closing = ""
     for line in process.stdout:
         print(line, end="", flush=True)
-        if line.strip():
+        if PYTEST_SUMMARY.search(line):
             closing = line.strip().strip("=").strip()
-    return process.wait(), closing
+    code = process.wait()
+    return code, closing or f"pytest exited with code {code}"
 
 
 def table(matrix: list[Cell]) -> list[str]:
@@ -327,35 +349,35 @@ def main(argv: list[str] | None = None) -> int:
 
     summaries = []
     failed = False
-    for cell in matrix:
-        _log(f"\n{'=' * 30} matrix cell {cell.name}: Python {cell.python} {'=' * 30}")
-        _log(f"  {cell.why}")
-        python = find_python(cell.python)
-        if python is None:
-            summaries.append(f"{cell.name}: FAILED (no Python {cell.python} interpreter found)")
-            failed = True
-            continue
-        try:
-            venv, build_s, built = build(cell, python, args.rebuild)
-        except subprocess.CalledProcessError as error:
-            summaries.append(f"{cell.name}: FAILED (environment did not build: {error})")
-            failed = True
-            continue
-        versions = installed(venv)
-        env_note = f"environment built in {build_s:.0f}s" if built else "cached environment"
-        _log(f"  Python {_full_version(python)}, {describe(versions)} ({env_note})")
-        _log(f"  runs: {' '.join(cell.tests) or 'the whole suite'}\n")
-        started = time.monotonic()
-        code, closing = run_tests(venv, cell.tests, args.pytest_args)
-        test_s = time.monotonic() - started
-        status = "passed" if code == 0 else "FAILED"
-        failed |= code != 0
-        line = (
-            f"{cell.name} (Python {cell.python}, {describe(versions)}): {status}: {closing} "
-            f"[tests {test_s:.0f}s, env {build_s:.0f}s]"
-        )
-        summaries.append(line)
-        _log(f"\n{'-' * 10} matrix cell {line}")
+    # Environments are built one after the other in the background, so the next cell's
+    # is ready (or nearly) when this cell's tests end.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as builder:
+        ready = [builder.submit(prepare, cell, args.rebuild) for cell in matrix]
+        for cell, environment in zip(matrix, ready, strict=True):
+            _log(f"\n{'=' * 30} matrix cell {cell.name}: Python {cell.python} {'=' * 30}")
+            _log(f"  {cell.why}")
+            try:
+                python, venv, build_s, built = environment.result()
+            except (CellError, OSError, subprocess.SubprocessError) as error:
+                _log(f"  {error}")
+                summaries.append(f"{cell.name} (Python {cell.python}): FAILED: {error}")
+                failed = True
+                continue
+            versions = installed(venv)
+            env_note = f"environment built in {build_s:.0f}s" if built else "cached environment"
+            _log(f"  Python {_full_version(python)}, {describe(versions)} ({env_note})")
+            _log(f"  runs: {' '.join(cell.tests) or 'the whole suite'}\n")
+            started = time.monotonic()
+            code, closing = run_tests(venv, cell.tests, args.pytest_args)
+            test_s = time.monotonic() - started
+            status = "passed" if code == 0 else "FAILED"
+            failed |= code != 0
+            line = (
+                f"{cell.name} (Python {cell.python}, {describe(versions)}): {status}: "
+                f"{closing} [tests {test_s:.0f}s, env {build_s:.0f}s]"
+            )
+            summaries.append(line)
+            _log(f"\n{'-' * 10} matrix cell {line}")
 
     _log(f"\n{'=' * 30} matrix summary {'=' * 30}")
     for line in summaries:
