@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 AIO_VENV  := .venv-aio
 AIO_STAMP := $(AIO_VENV)/.installed
 
-.PHONY: demo test test-aio lint bench soak format dist clean
+.PHONY: demo test test-aio test-matrix lint bench soak format dist clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ test-aio: $(AIO_STAMP)
 		$(AIO_VENV)/bin/pytest -q -p no:cacheprovider --rootdir=. -c pyproject.toml tests/aio; \
 	else echo "test-aio: no aiobotocore tests yet"; fi
 
+# The dependency matrix (docs/compatibility.md): the suite in one cached environment per
+# cell under .venv-matrix/. CELLS="lowest newest" picks cells; PYTEST_ARGS go to pytest.
+test-matrix: $(STAMP)
+	$(BIN)/python tests/matrix.py $(foreach cell,$(CELLS),--cell $(cell)) $(if $(PYTEST_ARGS),-- $(PYTEST_ARGS))
+
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m tests.benchmarks $(ARGS)
@@ -58,4 +63,4 @@ soak: $(STAMP)
 	EVOBS_SOAK_FULL=1 $(BIN)/pytest -q -m slow tests
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist evobs.egg-info
+	rm -rf $(VENV) .venv-matrix .pytest_cache .mypy_cache .ruff_cache build dist evobs.egg-info

@@ -6,12 +6,23 @@ import socket
 import types
 from typing import Any
 
+import botocore.handlers
 import pytest
 from botocore.retries import standard
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 
 from .conftest import SpanRecorder
+
+# Retry behaviours of newer botocore that the lowest supported one (1.35) does not have;
+# the tests of evobs on those paths run where botocore behaves so.
+#: Standard/adaptive mode retries a 429 whose body names no modeled error (throttling).
+BOTOCORE_RETRIES_BARE_429 = hasattr(standard, "ThrottlingStatusCodeChecker")
+#: Backoff honours the server's ``x-amz-retry-after`` header.
+BOTOCORE_HONOURS_RETRY_AFTER = hasattr(standard.ExponentialBackoff, "_RETRY_AFTER_HEADER")
+#: An S3 200 response with an error body is an error (retried) on every operation, not
+#: only on CopyObject, UploadPartCopy and CompleteMultipartUpload.
+BOTOCORE_S3_200_ERRORS_EVERYWHERE = hasattr(botocore.handlers, "_handle_200_error")
 
 
 def _zero() -> float:

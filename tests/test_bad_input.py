@@ -34,6 +34,8 @@ from prometheus_client import CollectorRegistry
 import evobs
 from evobs.demo.faults import Fault, FaultServer
 
+from .faults_util import zero_backoff
+
 ACCESS_KEY = "AKIDEVOBSBADINPUTKEY"
 SECRET_KEY = "evobsBadInputSecretAccessKey"
 SECRET_VALUE = "zqSECRETVALUEqz"
@@ -261,13 +263,8 @@ def _scripted(script: list[tuple[int, dict[str, str], bytes]]) -> Callable[..., 
 @contextlib.contextmanager
 def _zero_backoff() -> Iterator[None]:
     """Retry jitter 0 for clients built inside (DESIGN 6); the decision stays botocore's."""
-    from unittest import mock
-
-    from botocore.retries import standard
-
-    with mock.patch.object(
-        standard.ExponentialBackoff.__init__, "__defaults__", (20, lambda: 0.0, None, None)
-    ):
+    with pytest.MonkeyPatch.context() as patch:
+        zero_backoff(patch)
         yield
 
 

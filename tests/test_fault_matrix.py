@@ -33,7 +33,6 @@ from botocore.exceptions import (
     ParamValidationError,
     ReadTimeoutError,
 )
-from botocore.retries import standard
 from botocore.stub import Stubber
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -41,6 +40,12 @@ from prometheus_client import CollectorRegistry
 
 import evobs
 from evobs.demo.faults import Fault, FaultServer
+
+from .faults_util import (
+    BOTOCORE_RETRIES_BARE_429,
+    BOTOCORE_S3_200_ERRORS_EVERYWHERE,
+    zero_backoff,
+)
 
 MODES = ("legacy", "standard", "adaptive")
 MAX_ATTEMPTS = 3
@@ -50,11 +55,7 @@ READ_TIMEOUT = 0.4
 @pytest.fixture(autouse=True)
 def zero_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
     """No backoff sleep in any mode: standard's jitter and legacy's delay return 0."""
-    monkeypatch.setattr(
-        standard.ExponentialBackoff.__init__,
-        "__defaults__",
-        (20, lambda: 0.0, None, None),
-    )
+    zero_backoff(monkeypatch)
     monkeypatch.setattr(botocore.retryhandler, "delay_exponential", lambda *a, **k: 0.0)
 
 
@@ -433,6 +434,27 @@ def _value(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return total
 
 
+#: Rows whose path is newer botocore's (faults_util): name -> (the retry modes it
+#: concerns, whether this botocore behaves so, what it does not do otherwise).
+NEWER_BOTOCORE = {
+    "429-empty-then-ok": (
+        ("standard", "adaptive"),
+        BOTOCORE_RETRIES_BARE_429,
+        "retry a bare 429 in this mode",
+    ),
+    "s3-200-with-error-then-ok": (
+        MODES,
+        BOTOCORE_S3_200_ERRORS_EVERYWHERE,
+        "read S3's 200-with-error bodies outside copies",
+    ),
+    "s3-200-with-error-exhausted": (
+        MODES,
+        BOTOCORE_S3_200_ERRORS_EVERYWHERE,
+        "read S3's 200-with-error bodies outside copies",
+    ),
+}
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
 def test_fault_matrix(
@@ -445,6 +467,9 @@ def test_fault_matrix(
     logs: _Logs,
 ) -> None:
     """Telemetry agrees with the wire and with botocore on this path, in this retry mode."""
+    modes, has_it, missing = NEWER_BOTOCORE.get(row.name, (MODES, True, ""))
+    if mode in modes and not has_it:
+        pytest.skip(f"this botocore does not {missing}")
     if row.prepare is not None:
         row.prepare(session)
     handle = evobs.instrument(session, tracer_provider=recorder.provider, registry=registry)

@@ -13,7 +13,6 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError, ConnectionClosedError
-from botocore.retries import standard
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -30,6 +29,7 @@ from evobs.signals.metrics import (
     start_metrics_server,
 )
 from tests.conftest import SpanRecorder, fast_config
+from tests.faults_util import zero_backoff
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -52,13 +52,7 @@ def new_bucket(client: Any) -> str:
 def no_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
     """botocore's backoff jitter returns 0 (DESIGN 6): retries cost no sleep; the
     retry decision stays botocore's."""
-    defaults = standard.ExponentialBackoff.__init__.__defaults__
-    assert defaults is not None and len(defaults) == 4
-    monkeypatch.setattr(
-        standard.ExponentialBackoff.__init__,
-        "__defaults__",
-        (defaults[0], lambda: 0.0, *defaults[2:]),
-    )
+    zero_backoff(monkeypatch)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ user code inside the call and a disabled/shut-down SDK must behave as the SDK's.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import multiprocessing
 import queue
@@ -58,6 +59,10 @@ BUCKET = "evobs-span-path"
 TABLE = "evobs-span-path"
 # Values that differ from one run of the same call to the next.
 VOLATILE = {"aws.request_id", "aws.extended_request_id", "aws.sdk.invocation_id", "server.port"}
+# Experimental SDK features that older SDKs (1.39 and before) do not have: a tracer
+# configurator that disables tracers after the fact, and processors' ``_on_ending`` hook.
+HAS_TRACER_CONFIGURATOR = hasattr(TracerProvider, "_set_tracer_configurator")
+SDK_CALLS_ON_ENDING = hasattr(sdk_trace.SynchronousMultiSpanProcessor, "_on_ending")
 
 
 @pytest.fixture(autouse=True)
@@ -624,6 +629,7 @@ def test_user_api_writes_same_on_both_paths(world: str, rigs: Callable[..., Rig]
     assert len(ours.links) == 1
 
 
+@pytest.mark.skipif(not HAS_TRACER_CONFIGURATOR, reason="this SDK has no tracer configurator")
 @pytest.mark.parametrize("path", PATHS)
 def test_tracer_disabled_by_configurator(path: str, world: str, rigs: Callable[..., Rig]) -> None:
     """A tracer the provider's (experimental) tracer configurator disables after
@@ -783,7 +789,8 @@ def test_processors_added_later_and_on_ending_hooks(
     path: str, world: str, rigs: Callable[..., Rig]
 ) -> None:
     """A processor added to the provider after instrument() gets on_start/on_end for the
-    next spans, next to the first one; a processor's own ``_on_ending`` hook is called."""
+    next spans, next to the first one; a processor's own ``_on_ending`` hook is called
+    where the SDK calls it (and not where the SDK never does)."""
     rig = rigs(path)
     sts = rig.client("sts", world)
     sts.get_caller_identity()
@@ -792,7 +799,7 @@ def test_processors_added_later_and_on_ending_hooks(
     sts.get_caller_identity()
     assert len(rig.named("STS.GetCallerIdentity")) == 2  # the first processor, both calls
     assert [name for name, *_ in later.started] == ["STS.GetCallerIdentity"]
-    assert later.ending == ["STS.GetCallerIdentity"]
+    assert later.ending == (["STS.GetCallerIdentity"] if SDK_CALLS_ON_ENDING else [])
     assert len(later.ended) == 1 and _attrs(later.ended[0])["from.on_start"] == 1
 
 
@@ -859,6 +866,12 @@ def test_provider_shut_down_before_the_calls(
 # -- the provider's resource after fork ----------------------------------------------------
 
 
+def _sdk_version() -> tuple[int, ...]:
+    """The installed OpenTelemetry SDK's release, e.g. ``(1, 45, 2)``."""
+    release = importlib.metadata.version("opentelemetry-sdk").split(".")
+    return tuple(int(part) for part in release if part.isdigit())
+
+
 def _fork_child(rig: Rig, url: str, results: Any) -> None:
     try:
         rig.client("sts", url).get_caller_identity()
@@ -878,8 +891,8 @@ def _fork_child(rig: Rig, url: str, results: Any) -> None:
     reason="needs the fork start method",
 )
 def test_resource_follows_the_provider_after_fork(world: str, rigs: Callable[..., Rig]) -> None:
-    """In a forked child the SDK gives its spans the child's resource (a new
-    ``service.instance.id``): evobs's spans must carry the same resource."""
+    """In a forked child evobs's spans carry the resource the provider has there: the
+    child's own (a new ``service.instance.id``) on SDKs that re-detect it after fork."""
     rig = rigs("fast")
     rig.client("sts", world).get_caller_identity()  # the pipeline exists before the fork
     ctx = multiprocessing.get_context("fork")
@@ -893,6 +906,7 @@ def test_resource_follows_the_provider_after_fork(world: str, rigs: Callable[...
     finally:
         process.join(timeout=10)
     assert "error" not in report, report
-    parent_id = rig.provider.resource.attributes.get("service.instance.id")
-    assert report["provider"].get("service.instance.id") != parent_id  # the SDK's view
+    if _sdk_version() >= (1, 44):  # the SDK gives a forked child its own resource from 1.44
+        parent_id = rig.provider.resource.attributes.get("service.instance.id")
+        assert report["provider"].get("service.instance.id") not in (None, parent_id)
     assert report["span"] == report["provider"]

@@ -293,9 +293,15 @@ class _Bench:
 
     def _check_order(self, request: Any) -> None:
         """evobs's before-send (registered first on ``before-send.*.*``) ran before ours."""
-        call = request.context.get("evobs.call")
-        attempts: Any = getattr(call, "attempts", None)
-        self.order_ok = bool(attempts) and attempts[-1].sent_ns is not None
+        context = getattr(request, "context", None)  # on the prepared request from 1.43.68
+        if context is not None:
+            attempts: Any = getattr(context.get("evobs.call"), "attempts", None)
+            attempt = attempts[-1] if attempts else None
+        else:  # older botocore: evobs follows the attempt in progress on this thread
+            from evobs._handlers import _CURRENT_ATTEMPT
+
+            attempt = _CURRENT_ATTEMPT.get()
+        self.order_ok = attempt is not None and attempt.sent_ns is not None
 
     def run(self, rounds: int) -> None:
         a, b, c = self.calls
