@@ -125,10 +125,11 @@ def cells() -> list[Cell]:
             "every runtime dependency at its lower bound in pyproject.toml, oldest Python",
         ),
         Cell(
-            "otel-1.39",
+            "otel-1.40",
             "3.12",
-            otel_pins("1.39.0"),
-            "the last SDK before 1.40's span-pipeline changes (OnEnding, tracer configurator)",
+            otel_pins("1.40.0"),
+            "the lowest SDK evobs's fast span path applies on (its OnEnding hook, tracer "
+            "configurator): the lower end of FAST_SPANS_PROVEN",
             tests=ALWAYS,
         ),
         Cell(
