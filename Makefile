@@ -34,6 +34,9 @@ test-aio: $(AIO_STAMP)
 		$(AIO_VENV)/bin/pytest -q -p no:cacheprovider --rootdir=. -c pyproject.toml tests/aio; \
 	else echo "test-aio: no aiobotocore tests yet"; fi
 
+# Instruction counts (valgrind's callgrind, or perf where the kernel counts instructions;
+# the targets are judged on them), then CPU time; writes docs/performance.md.
+# ARGS=--quick: a short smoke run; ARGS="--only instructions" or ARGS="--only cpu": one mode.
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m tests.benchmarks $(ARGS)
