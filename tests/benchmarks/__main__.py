@@ -705,7 +705,9 @@ def run_instructions(args: argparse.Namespace) -> tuple[list[str], dict[str, Any
         args.jobs,
         _progress_line,
     )
-    cold = instructions.run_cold(counter, cold_setups, args.repeat, args.jobs, _progress_line)
+    # Each cold start is one process: counted twice (at least) to show it repeats.
+    cold_repeat = args.repeat if args.quick else max(2, args.repeat)
+    cold = instructions.run_cold(counter, cold_setups, cold_repeat, args.jobs, _progress_line)
     lines = instructions.report_lines(
         counter, rows, cold, args.quick, args.repeat, args.ins_workloads
     )
