@@ -77,11 +77,12 @@ def test_quick_bench_produces_a_valid_row(tmp_path: Path) -> None:
 @pytest.mark.skipif(
     shutil.which("valgrind") is None, reason="valgrind is not installed: no instruction counter"
 )
+@pytest.mark.timeout(1200)  # five processes under callgrind: minutes on a busy 2-core machine
 def test_quick_instruction_mode_counts_per_call_and_cold_start(tmp_path: Path) -> None:
     """``--only instructions --quick`` under callgrind: every variant gives an (N1, N2)
     pair with positive instructions per call and proves what it emitted; the cold
-    start counts whole processes and lists the modules evobs adds; the report has
-    the instruction targets and no CPU section."""
+    start counts a whole process and lists its modules; the report has the
+    instruction targets and no CPU section."""
     raw = tmp_path / "raw.json"
     out = tmp_path / "performance.md"
     proc = _bench(
@@ -95,12 +96,12 @@ def test_quick_instruction_mode_counts_per_call_and_cold_start(tmp_path: Path) -
         "--variants",
         "baseline,evobs-all",
         "--cold-setups",
-        "baseline,evobs-traces",
+        "evobs-traces",
         "--output",
         str(out),
         "--json",
         str(raw),
-        timeout=600,
+        timeout=1100,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(raw.read_text())["instructions"]
@@ -117,10 +118,10 @@ def test_quick_instruction_mode_counts_per_call_and_cold_start(tmp_path: Path) -
     assert emitted["metric_calls_per_call"] == 1.0
     assert emitted["logs_proof_per_call"] >= 1.0
     assert emitted["span_path"]["via_start_span"] + emitted["span_path"]["direct"] == 3
-    cold = {c["variant"]: c for c in data["cold"]}
-    assert all(c["problems"] == [] and c["instructions"][0] > 0 for c in cold.values())
-    assert "boto3" in cold["baseline"]["modules"] and "evobs" not in cold["baseline"]["modules"]
-    assert "evobs" in cold["evobs-traces"]["modules"]
+    (cold,) = data["cold"]
+    assert cold["variant"] == "evobs-traces" and cold["problems"] == []
+    assert cold["instructions"][0] > 0
+    assert {"boto3", "evobs", "opentelemetry.sdk.trace"} <= set(cold["modules"])
     text = out.read_text()
     assert "### Targets (instructions)" in text and "### canned (instructions)" in text
     assert "| evobs traces+metrics+logs | " in text
