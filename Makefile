@@ -39,6 +39,9 @@ test-aio: $(AIO_STAMP)
 test-matrix: $(STAMP)
 	$(BIN)/python tests/matrix.py $(foreach cell,$(CELLS),--cell $(cell)) $(if $(PYTEST_ARGS),-- $(PYTEST_ARGS))
 
+# Instruction counts (valgrind's callgrind, or perf where the kernel counts instructions;
+# the targets are judged on them), then CPU time; writes docs/performance.md.
+# ARGS=--quick: a short smoke run; ARGS="--only instructions" or ARGS="--only cpu": one mode.
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m tests.benchmarks $(ARGS)

@@ -1,17 +1,34 @@
-"""Smoke test of ``make bench``: one very short variant runs and yields a valid row.
+"""Smoke test of ``make bench``: very short runs of both modes yield valid rows.
 
 The benchmarks themselves (tests/benchmarks) are not part of the test run and
-nothing here looks at timings: only that the harness measures and proves emission.
+nothing here looks at timings or counts' sizes: only that the harness measures,
+proves emission and renders its report.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.benchmarks.instructions import Counter, module_roots
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tests.benchmarks", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_quick_bench_produces_a_valid_row(tmp_path: Path) -> None:
@@ -19,34 +36,28 @@ def test_quick_bench_produces_a_valid_row(tmp_path: Path) -> None:
     proves spans, metric observations and log events, and renders the table."""
     raw = tmp_path / "raw.json"
     out = tmp_path / "performance.md"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.benchmarks",
-            "--quick",
-            "--workloads",
-            "canned",
-            "--variants",
-            "baseline,evobs-all",
-            "--processors",
-            "simple",
-            "--no-soak",
-            "--no-extras",
-            "--output",
-            str(out),
-            "--json",
-            str(raw),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    proc = _bench(
+        "--quick",
+        "--only",
+        "cpu",
+        "--workloads",
+        "canned",
+        "--variants",
+        "baseline,evobs-all",
+        "--processors",
+        "simple",
+        "--no-soak",
+        "--no-extras",
+        "--output",
+        str(out),
+        "--json",
+        str(raw),
         timeout=120,
-        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {
-        (r["key"]["variant"], r["key"]["processor"]): r for r in json.loads(raw.read_text())["rows"]
+        (r["key"]["variant"], r["key"]["processor"]): r
+        for r in json.loads(raw.read_text())["cpu"]["rows"]
     }
     row = rows[("evobs-all", "simple")]
     assert row["problems"] == [], row["problems"]
@@ -59,4 +70,95 @@ def test_quick_bench_produces_a_valid_row(tmp_path: Path) -> None:
     assert rows[("baseline", None)]["problems"] == []
     text = out.read_text()
     assert "| evobs traces+metrics+logs | simple |" in text
-    assert "## canned" in text and "Machine:" in text
+    assert "### canned (CPU time)" in text and "Machine:" in text
+    assert "## Instructions" not in text
+
+
+@pytest.mark.skipif(
+    shutil.which("valgrind") is None, reason="valgrind is not installed: no instruction counter"
+)
+@pytest.mark.timeout(1200)  # five processes under callgrind: minutes on a busy 2-core machine
+def test_quick_instruction_mode_counts_per_call_and_cold_start(tmp_path: Path) -> None:
+    """``--only instructions --quick`` under callgrind: every variant gives an (N1, N2)
+    pair with positive instructions per call and proves what it emitted; the cold
+    start counts a whole process and lists its modules; the report has the
+    instruction targets and no CPU section."""
+    raw = tmp_path / "raw.json"
+    out = tmp_path / "performance.md"
+    proc = _bench(
+        "--quick",
+        "--only",
+        "instructions",
+        "--counter",
+        "callgrind",
+        "--workloads",
+        "canned",
+        "--variants",
+        "baseline,evobs-all",
+        "--cold-setups",
+        "evobs-traces",
+        "--output",
+        str(out),
+        "--json",
+        str(raw),
+        timeout=1100,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(raw.read_text())["instructions"]
+    rows = {r["key"]["variant"]: r for r in data["per_call"]}
+    assert set(rows) == {"baseline", "evobs-all"}
+    for row in rows.values():
+        assert row["problems"] == [], row["problems"]
+        (pair,) = row["pairs"]
+        assert pair["calls"][0] < pair["calls"][1]
+        assert pair["instructions"][0] < pair["instructions"][1]
+        assert row["per_call"] > 0
+    emitted = rows["evobs-all"]["pairs"][0]["emitted"]
+    assert emitted["spans_per_call"] == 1.0
+    assert emitted["metric_calls_per_call"] == 1.0
+    assert emitted["logs_proof_per_call"] >= 1.0
+    assert emitted["span_path"]["via_start_span"] + emitted["span_path"]["direct"] == 3
+    (cold,) = data["cold"]
+    assert cold["variant"] == "evobs-traces" and cold["problems"] == []
+    assert cold["instructions"][0] > 0
+    assert {"boto3", "evobs", "opentelemetry.sdk.trace"} <= set(cold["modules"])
+    text = out.read_text()
+    assert "### Targets (instructions)" in text and "### canned (instructions)" in text
+    assert "| evobs traces+metrics+logs | " in text
+    assert "### Cold start (instructions)" in text and "| evobs traces only | " in text
+    assert "## CPU time" not in text
+
+
+def test_module_roots_names_the_outermost_new_package() -> None:
+    """A module list diff is reported as its outermost new packages with how many
+    modules each brings: a new submodule of a loaded package is its own root."""
+    loaded = frozenset({"http", "http.client", "json"})
+    now = {
+        "http",
+        "http.client",
+        "http.server",
+        "json",
+        "prometheus_client",
+        "prometheus_client.core",
+        "prometheus_client.metrics",
+        "wsgiref",
+    }
+    assert module_roots(now, loaded) == [
+        ("prometheus_client", 3),
+        ("http.server", 1),
+        ("wsgiref", 1),
+    ]
+
+
+def test_counters_read_their_totals(tmp_path: Path) -> None:
+    """The instruction total is read from perf's CSV output and from callgrind's
+    profile summary, and a file without one is an error, not a zero."""
+    perf = tmp_path / "perf.out"
+    perf.write_text("# started on ...\n\n1234567,,instructions:u,1000,100.00,,\n")
+    assert Counter("perf", "").read(perf) == 1234567
+    grind = tmp_path / "callgrind.out"
+    grind.write_text("version: 1\ncreator: callgrind-3.19.0\nevents: Ir\nsummary: 987654\n")
+    assert Counter("callgrind", "").read(grind) == 987654
+    grind.write_text("version: 1\n")
+    with pytest.raises(ValueError):
+        Counter("callgrind", "").read(grind)

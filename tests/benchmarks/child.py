@@ -1,9 +1,11 @@
 """One benchmark variant in a fresh process: ``python -m tests.benchmarks.child '<spec json>'``.
 
-Prints one line ``BENCH-RESULT {json}``: per-call CPU and wall microseconds (the
-median of several batches), what the variant emitted per call (spans, metric
-observations, log events) and peak RSS. The parent pairs it with a baseline
-process of the same round.
+Prints one line ``BENCH-RESULT {json}``. CPU mode: per-call CPU and wall
+microseconds (the fastest of several batches), what the variant emitted per call
+(spans, metric observations, log events) and peak RSS; the parent pairs it with
+a baseline process of the same round. Count mode (``"mode": "count"``): a fixed
+number of calls and what they emitted, run under an instruction counter twice
+with two call counts (tests/benchmarks/instructions.py).
 """
 
 from __future__ import annotations
@@ -30,8 +32,18 @@ EVOBS_SIGNALS: Final[dict[str, tuple[str, ...]]] = {
     "evobs-metrics": ("metrics",),
     "evobs-logs": ("logs",),
     "evobs-all": ("traces", "metrics", "logs"),
+    "evobs-all-api": ("traces", "metrics", "logs"),
 }
-SPAN_VARIANTS: Final = ("evobs-traces", "evobs-all", "peer", "floor")
+#: Environment a variant's process starts with (set before evobs is imported).
+VARIANT_ENV: Final[dict[str, dict[str, str]]] = {
+    # evobs's switch to the public-API span path (Tracer.start_span).
+    "evobs-all-api": {"EVOBS_FAST_SPANS": "0"},
+}
+SPAN_VARIANTS: Final = ("evobs-traces", "evobs-all", "evobs-all-api", "peer", "floor")
+#: Variants that record their calls without OpenTelemetry spans.
+OTHER_TRACER_VARIANTS: Final = ("xray",)
+LOG_VARIANTS: Final = ("evobs-logs", "evobs-all", "evobs-all-api")
+METRIC_VARIANTS: Final = ("evobs-metrics", "evobs-all", "evobs-all-api")
 VARIANTS: Final = (
     "baseline",
     "evobs-core",
@@ -39,8 +51,10 @@ VARIANTS: Final = (
     "evobs-metrics",
     "evobs-logs",
     "evobs-all",
+    "evobs-all-api",
     "peer",
     "floor",
+    "xray",
 )
 WORKLOADS: Final = ("canned", "retry", "loopback")
 _PROOF_CALLS: Final = 30
@@ -68,10 +82,11 @@ _ATTEMPT_ATTRIBUTES: Final[dict[str, Any]] = {
 }
 
 
-def _environment() -> None:
+def _environment(variant: str | None = None) -> None:
     for name in list(os.environ):
-        if name.startswith(("AWS_", "OTEL_")):
+        if name.startswith(("AWS_", "OTEL_", "EVOBS_")):
             del os.environ[name]
+    os.environ.update(VARIANT_ENV.get(variant or "", {}))
     os.environ.update(
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",
@@ -184,6 +199,74 @@ class _Floor:
         events.register_first("after-call.*.*", self.after_call, unique_id="floor-after")
 
 
+class _XRay:
+    """The AWS X-Ray SDK's botocore patch, recording into a segment opened once, its
+    subsegments streamed to an emitter that only counts them (no daemon, nothing
+    serialised, as the counting span exporter)."""
+
+    def __init__(self) -> None:
+        from aws_xray_sdk.core import patch, xray_recorder  # type: ignore[import-untyped]
+
+        bench = self
+
+        class CountingEmitter:
+            def send_entity(self, entity: Any) -> None:
+                bench.sent += len(getattr(entity, "subsegments", ())) or 1
+
+            def set_daemon_address(self, address: Any) -> None:
+                pass
+
+            @property
+            def ip(self) -> str:
+                return "127.0.0.1"
+
+            @property
+            def port(self) -> int:
+                return 2000
+
+        self.sent = 0
+        self.recorder = xray_recorder
+        xray_recorder.configure(
+            emitter=CountingEmitter(),
+            sampling=False,
+            context_missing="LOG_ERROR",
+            plugins=(),
+            service="bench",
+        )
+        logging.getLogger("aws_xray_sdk").setLevel(logging.ERROR)
+        patch(["botocore"])
+        xray_recorder.begin_segment("bench")
+
+    def count(self) -> int:
+        """Subsegments recorded: those streamed out plus those still held by the segment."""
+        segment = self.recorder.current_segment()
+        return self.sent + len(getattr(segment, "subsegments", ()))
+
+
+def _start_span_probe() -> Any:
+    """A span processor added after the measured calls: counts the spans that reach
+    the provider through ``Tracer.start_span`` (found on the stack in ``on_start``)
+    and those handed over without it."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class StartSpanProbe(SpanProcessor):
+        def __init__(self) -> None:
+            self.via_start_span = 0
+            self.direct = 0
+
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            frame: Any = sys._getframe(1)
+            while frame is not None:
+                code = frame.f_code
+                if code.co_name == "start_span" and "opentelemetry" in code.co_filename:
+                    self.via_start_span += 1
+                    return
+                frame = frame.f_back
+            self.direct += 1
+
+    return StartSpanProbe()
+
+
 def _metric_count(registry: Any) -> float | None:
     """Calls recorded in ``aws_sdk_call_duration_seconds`` (None: no such family)."""
     if registry is None:
@@ -222,6 +305,7 @@ class _Bench:
         self.variant: str = spec["variant"]
         self.logs = _app_logging()
         self.spans: _Spans | None = None
+        self.xray: _XRay | None = None
         self.registry: Any = None
         self.order_ok: bool | None = None
         session = boto3.Session(
@@ -263,6 +347,7 @@ class _Bench:
                 tracer_provider=provider,
                 registry=self.registry,
                 signals=EVOBS_SIGNALS[variant],
+                **self.spec.get("evobs_options", {}),
             )
         elif variant == "peer":
             from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
@@ -271,6 +356,8 @@ class _Bench:
             instrumentor().instrument(tracer_provider=provider)
         elif variant == "floor":
             _Floor(provider).register(session.events)
+        elif variant == "xray":
+            self.xray = _XRay()
         else:
             raise SystemExit(f"unknown variant {variant!r}")
 
@@ -312,11 +399,23 @@ class _Bench:
 
     def counters(self) -> tuple[int | None, float | None, int]:
         spans = self.spans.count() if self.spans is not None else None
+        if self.xray is not None:
+            spans = self.xray.count()
         return spans, _metric_count(self.registry), self.logs.evobs
+
+    def span_path(self) -> dict[str, int] | None:
+        """How one round of calls hands its spans to the provider (after the measured
+        part): through ``Tracer.start_span`` or directly to the processors."""
+        if self.spans is None:
+            return None
+        probe = _start_span_probe()
+        self.spans.provider.add_span_processor(probe)
+        self.run(1)
+        return {"via_start_span": probe.via_start_span, "direct": probe.direct}
 
     def logs_proof(self) -> float | None:
         """Log events per failing call (S3 HeadObject 404: a WARNING ``aws.call``)."""
-        if self.variant not in ("evobs-logs", "evobs-all"):
+        if self.variant not in LOG_VARIANTS:
             return None
         from botocore.exceptions import ClientError
 
@@ -386,6 +485,34 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "logs_proof_per_call": bench.logs_proof(),
         "order_ok": bench.order_ok,
         "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def count(spec: dict[str, Any]) -> dict[str, Any]:
+    """A fixed number of calls, for an instruction counter that sees the whole process.
+
+    The parent runs this twice, with ``calls`` N1 < N2 and the same ``warmup``, and
+    divides the difference in instructions by N2 - N1: start-up, imports, warm-up and
+    the proofs after the calls cancel out. After the warm-up every surviving object
+    is frozen (``gc.freeze``), so a full collection's cost, which depends on all that
+    was imported rather than on the calls, cannot land in one run and not the other.
+    """
+    bench = _Bench(spec)
+    per_round = len(bench.calls)
+    bench.run(max(1, spec["warmup"] // per_round))
+    gc.collect()
+    gc.freeze()
+    rounds = max(0, spec["calls"] // per_round)
+    bench.run(rounds)
+    spans, metric, logs = bench.counters()
+    return {
+        "calls": rounds * per_round,
+        "spans": spans,
+        "metric_calls": metric,
+        "logs": logs,
+        "logs_proof_per_call": bench.logs_proof(),
+        "order_ok": bench.order_ok,
+        "span_path": bench.span_path(),
     }
 
 
@@ -467,10 +594,12 @@ def cold(spec: dict[str, Any], t0: int) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     t0 = perf_counter_ns()
-    _environment()
     spec = json.loads(argv[1])
+    _environment(spec.get("variant"))
     mode = spec.get("mode", "measure")
-    if mode == "cold":
+    if mode == "count":
+        result = count(spec)
+    elif mode == "cold":
         result = cold(spec, t0)
     elif mode == "soak":
         result = soak(spec)
