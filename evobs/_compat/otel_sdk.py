@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 from collections import deque
 from collections.abc import Callable
 from importlib import metadata
@@ -40,9 +41,14 @@ __all__ = [
 
 def _version(dist: str) -> tuple[int, ...]:
     try:
-        text = metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return ()
+        # The package's own attribute: ``metadata.version`` scans every installed
+        # distribution, a cost each cold start would pay.
+        from opentelemetry.sdk.version import __version__ as text
+    except ImportError:
+        try:
+            text = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return ()
     parts: list[int] = []
     for piece in text.split(".")[:3]:
         digits = "".join(c for c in piece if c.isdigit())
@@ -178,11 +184,16 @@ def on_ending_hook(processor: Any) -> Callable[[Any], None] | None:
 
 
 def noop_ending_hooks() -> frozenset[Any]:
-    """The SDK's own processors' ``_on_ending``: empty hooks, not worth a call per span."""
-    from opentelemetry.sdk.trace import SpanProcessor
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+    """The SDK's own processors' ``_on_ending``: empty hooks, not worth a call per span.
 
-    classes = (SpanProcessor, SimpleSpanProcessor, BatchSpanProcessor)
+    Those of ``opentelemetry.sdk.trace.export`` only once something imported it: until
+    then no processor of that module exists, and evobs does not import it for nothing."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    classes: list[Any] = [SpanProcessor]
+    export = sys.modules.get("opentelemetry.sdk.trace.export")
+    if export is not None:
+        classes += [getattr(export, n, None) for n in ("SimpleSpanProcessor", "BatchSpanProcessor")]
     return frozenset(h for c in classes if (h := getattr(c, "_on_ending", None)) is not None)
 
 

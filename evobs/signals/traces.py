@@ -21,7 +21,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._call import WALL_OFFSET_NS
-from .._redact import error_message, redact_text, redact_traceback, render_params
+from .._lazy import lazy_names
 from .._version import __version__
 from ..services import peer_attributes, rpc_attributes
 from . import SignalBase
@@ -32,6 +32,17 @@ if TYPE_CHECKING:
     from .._log import HandlerErrors
     from .._operation import Operation
     from .._options import Options
+    from .._redact import error_message, redact_text, redact_traceback, render_params
+else:
+    # Imported by the first failed call (or captured params): a cold start does not pay.
+    error_message, redact_text, redact_traceback, render_params = lazy_names(
+        globals(),
+        "evobs._redact",
+        "error_message",
+        "redact_text",
+        "redact_traceback",
+        "render_params",
+    )
 
 __all__ = ["PROPAGATION_SKIPPED", "TracesSignal"]
 
