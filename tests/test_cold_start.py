@@ -87,7 +87,7 @@ session = boto3.Session(
     aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
 )
 provider = None
-if "traces" in signals:  # the floor any traced application pays anyway
+if "traces" in signals and spec.get("sdk", True):  # the floor any traced application pays
     from opentelemetry.sdk.trace import TracerProvider
 
     provider = TracerProvider()
@@ -275,6 +275,25 @@ def test_disabled_signals_load_nothing(
     else:
         assert calls == []
         assert _loaded(failed, ("structlog", "rich")) == []
+
+
+def test_traces_without_the_sdk_do_not_load_it(moto_url: str, tmp_path: Path) -> None:
+    """Traces on, but no SDK tracer provider (the API's no-op, as in a library whose
+    application configured no tracing): the SDK is not imported for evobs's span path,
+    before or after calls, and the calls work."""
+    spec = {
+        "signals": ("traces",),
+        "sdk": False,
+        "endpoint": moto_url,
+        "bucket": f"cold-nosdk-{os.getpid()}",
+    }
+    report = _run(PROBE, spec, tmp_path)
+    steps = report["steps"]
+    assert "evobs.signals.traces" in steps["instrumented"]
+    sdk = ("opentelemetry.sdk", "evobs.signals._spans", "evobs._compat.otel_sdk")
+    for step in ("instrumented", "succeeded", "failed"):
+        assert _loaded(steps[step], sdk) == [], step
+    assert report["error"] == "NoSuchKey"
 
 
 #: Logs only, a WARNING handler on ``evobs``, and one call retried through the fault
