@@ -39,14 +39,14 @@ __all__ = [
 ]
 
 
-def _version(dist: str) -> tuple[int, ...]:
+def _sdk_version() -> tuple[int, ...]:
+    """From the SDK's own public ``opentelemetry.sdk.version``: a metadata lookup scans
+    every installed distribution, a cost each cold start would pay."""
     try:
-        # The package's own attribute: ``metadata.version`` scans every installed
-        # distribution, a cost each cold start would pay.
         from opentelemetry.sdk.version import __version__ as text
     except ImportError:
         try:
-            text = metadata.version(dist)
+            text = metadata.version("opentelemetry-sdk")
         except metadata.PackageNotFoundError:
             return ()
     parts: list[int] = []
@@ -59,7 +59,7 @@ def _version(dist: str) -> tuple[int, ...]:
 
 
 #: The installed opentelemetry-sdk's version, ``(1, 45, 2)``; ``()`` if unknown.
-SDK_VERSION: Final = _version("opentelemetry-sdk")
+SDK_VERSION: Final = _sdk_version()
 
 #: The lowest and highest ``(major, minor)`` of opentelemetry-sdk on which the dependency
 #: matrix (``make test-matrix``, ``docs/compatibility.md``) runs the span-path equivalence
