@@ -168,7 +168,7 @@ class Handlers:
         self.options = options
         self.fanout = fanout
         self.errors = errors
-        #: Writes ``X-Amzn-Trace-Id`` into an attempt's headers (None: off).
+        #: Writes ``X-Amzn-Trace-Id`` into each attempt's headers (None: off).
         self.request_header = request_header
         #: Shared with every copy of the handlers (clients copy the session's):
         #: ``uninstrument`` clears it, and nothing is recorded after that.
@@ -345,7 +345,7 @@ class Handlers:
                 attempt.sent_ns = perf_counter_ns()
             header = self.request_header
             if header is not None and call.span_context is not None and not call.ended:
-                header(request)
+                header(request.headers)  # after signing: never signed
         except Exception as exc:
             self.errors.record("before-send", exc)
 

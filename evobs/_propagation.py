@@ -219,17 +219,16 @@ def xray_header(span_context: SpanContext) -> str | None:
 
 def request_header_writer() -> Callable[[Any], None] | None:
     """A function that writes the current span's ``X-Amzn-Trace-Id`` into an attempt's
-    headers, through the AWS X-Ray propagator package (``evobs[xray]``); None when the
-    package is not installed. A header already there (the user's, or botocore's own in
-    Lambda) is left as it is."""
+    headers at before-send, after signing (SigV4 never signs it), through the AWS X-Ray
+    propagator package (``evobs[xray]``); None when the package is not installed. A
+    header already there (the user's, or botocore's own in Lambda) is left as it is."""
     try:
         from opentelemetry.propagators.aws import AwsXRayPropagator
     except ImportError:
         return None
     inject = AwsXRayPropagator().inject
 
-    def write(request: Any) -> None:
-        headers = request.headers
+    def write(headers: Any) -> None:
         if TRACE_ID_HEADER not in headers:
             inject(headers)
 
