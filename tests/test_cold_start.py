@@ -33,6 +33,7 @@ NEVER = (
     "evobs._configure",
     "evobs._export",
     "evobs._redact",
+    "evobs.signals.otel_metrics",
     "opentelemetry.exporter",
     "opentelemetry.sdk.trace.export",
     "opentelemetry.propagate",
@@ -46,7 +47,12 @@ TRACES = (
     "opentelemetry.propagators.aws",
 )
 #: What only the metrics signal needs.
-METRICS = ("evobs.signals.metrics", "evobs.signals._series", "evobs._compat.prometheus")
+METRICS = (
+    "evobs.signals.metrics",
+    "evobs.signals._series",
+    "evobs.signals._labels",
+    "evobs._compat.prometheus",
+)
 #: What neither the metrics signal nor a registry passed in needs: prometheus_client
 #: brings its HTTP server (``http.server``, ``socketserver``) and ``wsgiref``.
 PROMETHEUS = (
