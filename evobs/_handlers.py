@@ -21,14 +21,18 @@ from ._call import Attempt, Call, classify
 from ._compat.botocore import PREPARED_REQUEST_HAS_CONTEXT
 from ._compat.otel_api import instrumentation_suppressed
 from ._fork import after_fork_in_child
+from ._lazy import lazy_names
 from ._operation import operation_for
-from ._redact import safe_error_code
 from .signals import ClientCreated, ResourceCreated, receivers
 
 if TYPE_CHECKING:
     from ._log import HandlerErrors
     from ._options import Options
+    from ._redact import safe_error_code
     from .signals import Signal
+else:
+    # Imported by the first error code read from the wire: a cold start does not pay.
+    (safe_error_code,) = lazy_names(globals(), "evobs._redact", "safe_error_code")
 
 __all__ = ["CALL_KEY", "CallFrame", "Fanout", "Handlers"]
 

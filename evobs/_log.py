@@ -10,11 +10,16 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
-from . import _selfmetrics
 from ._fork import ForkSafeLock
+from ._lazy import lazy_module
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
+
+    from . import _selfmetrics
+else:
+    # Needed at the first failure, or now if the metrics signal is on (see HandlerErrors).
+    _selfmetrics = lazy_module(globals(), "evobs._selfmetrics", "_selfmetrics")
 
 __all__ = ["STDLIB_LOGGER", "EventDict", "HandlerErrors", "get_logger"]
 

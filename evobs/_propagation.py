@@ -29,15 +29,21 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from ._fork import ForkSafeLock
+from ._lazy import lazy_module
 
 if TYPE_CHECKING:
+    from opentelemetry import propagate
     from opentelemetry.context import Context
 
     from ._call import Call
+else:
+    # Imported by the first message that carries context (it reads its propagators'
+    # entry points): a process that sends none never pays for it.
+    propagate = lazy_module(globals(), "opentelemetry.propagate", "propagate")
 
 __all__ = [
     "TRACE_ID_HEADER",

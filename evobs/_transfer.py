@@ -32,11 +32,17 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ._client import is_instrumented
 from ._compat.botocore import client_signer
-from ._redact import exception_event, masks_for
+from ._lazy import lazy_names
 from ._version import __version__
 
 if TYPE_CHECKING:
     from ._install import Instrumentation
+    from ._redact import exception_event, masks_for
+else:
+    # Imported by the first failed transfer: a cold start does not pay for redaction.
+    exception_event, masks_for = lazy_names(
+        globals(), "evobs._redact", "exception_event", "masks_for"
+    )
 
 __all__ = ["TRANSFER_METHODS", "carrying", "wrap_transfer_methods"]
 

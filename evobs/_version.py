@@ -1,12 +1,11 @@
-"""The installed distribution's version, read once from its metadata."""
+"""The distribution's version: the one place it is written (``pyproject.toml`` reads it).
+
+A literal, not ``importlib.metadata.version("evobs")``: that scans every installed
+distribution's metadata, a cost every cold start would pay for one string.
+"""
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("evobs")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
-
 __all__ = ["__version__"]
+
+__version__ = "0.1.0"

@@ -25,9 +25,25 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
+#: ``evobs._lazy``'s binders: ``lazy_names(globals(), "evobs.x", ...)`` imports ``evobs.x``
+#: on first use, so it is an edge of the graph like a deferred import.
+_LAZY_BINDERS = ("lazy_names", "lazy_module")
+
+
+def _lazy_target(node: ast.Call) -> str | None:
+    func = node.func
+    name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+    if name in _LAZY_BINDERS and len(node.args) >= 2:
+        target = node.args[1]
+        if isinstance(target, ast.Constant) and isinstance(target.value, str):
+            return target.value
+    return None
+
+
 def _imports(path: Path, modules: set[str]) -> set[str]:
     """evobs modules this one imports at run time: at module level or inside a function
-    (a deferred import still runs), not under ``if TYPE_CHECKING:``."""
+    (a deferred import still runs), or bound through ``evobs._lazy``; not under
+    ``if TYPE_CHECKING:``."""
     name = _module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
@@ -50,6 +66,8 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
             for alias in node.names:
                 candidate = f"{base}.{alias.name}"
                 found.add(candidate if candidate in modules else base)
+        elif isinstance(node, ast.Call) and (target := _lazy_target(node)) is not None:
+            found.add(target)
         for child in ast.iter_child_nodes(node):
             visit(child)
 
@@ -104,6 +122,14 @@ def test_no_import_cycle_inside_the_package() -> None:
     graph = _graph()
     assert graph.get("evobs._handlers"), "the walk found nothing"
     assert _cycles(graph) == []
+
+
+def test_lazy_bindings_are_edges() -> None:
+    """A name bound through ``evobs._lazy`` is an import that runs later: the walk sees
+    it (the traces signal's redaction and span path, the logger's health families)."""
+    graph = _graph()
+    assert {"evobs._redact", "evobs.signals._spans"} <= graph["evobs.signals.traces"]
+    assert "evobs._selfmetrics" in graph["evobs._log"]
 
 
 def test_the_cycle_finder_finds_cycles() -> None:

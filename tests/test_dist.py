@@ -147,7 +147,12 @@ def test_wheel_metadata_is_what_pyproject_declares(built: Built) -> None:
     project = PYPROJECT["project"]
     meta = built.wheel_metadata()
     assert meta["Name"] == project["name"] == "evobs"
-    assert meta["Version"] == project["version"] == evobs.__version__
+    # The version is written once, as a literal in evobs/_version.py, which setuptools reads.
+    assert project["dynamic"] == ["version"]
+    assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "evobs._version.__version__"
+    }
+    assert meta["Version"] == evobs.__version__
     assert meta["License-Expression"] == project["license"] == "Apache-2.0"
     assert meta.get_all("License-File") == project["license-files"] == ["LICENSE"]
     assert meta["Requires-Python"] == project["requires-python"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 from collections import deque
 from collections.abc import Callable
 from importlib import metadata
@@ -38,11 +39,16 @@ __all__ = [
 ]
 
 
-def _version(dist: str) -> tuple[int, ...]:
+def _sdk_version() -> tuple[int, ...]:
+    """From the SDK's own public ``opentelemetry.sdk.version``: a metadata lookup scans
+    every installed distribution, a cost each cold start would pay."""
     try:
-        text = metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return ()
+        from opentelemetry.sdk.version import __version__ as text
+    except ImportError:
+        try:
+            text = metadata.version("opentelemetry-sdk")
+        except metadata.PackageNotFoundError:
+            return ()
     parts: list[int] = []
     for piece in text.split(".")[:3]:
         digits = "".join(c for c in piece if c.isdigit())
@@ -53,7 +59,7 @@ def _version(dist: str) -> tuple[int, ...]:
 
 
 #: The installed opentelemetry-sdk's version, ``(1, 45, 2)``; ``()`` if unknown.
-SDK_VERSION: Final = _version("opentelemetry-sdk")
+SDK_VERSION: Final = _sdk_version()
 
 #: The lowest and highest ``(major, minor)`` of opentelemetry-sdk on which the dependency
 #: matrix (``make test-matrix``, ``docs/compatibility.md``) runs the span-path equivalence
@@ -178,11 +184,16 @@ def on_ending_hook(processor: Any) -> Callable[[Any], None] | None:
 
 
 def noop_ending_hooks() -> frozenset[Any]:
-    """The SDK's own processors' ``_on_ending``: empty hooks, not worth a call per span."""
-    from opentelemetry.sdk.trace import SpanProcessor
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+    """The SDK's own processors' ``_on_ending``: empty hooks, not worth a call per span.
 
-    classes = (SpanProcessor, SimpleSpanProcessor, BatchSpanProcessor)
+    Those of ``opentelemetry.sdk.trace.export`` only once something imported it: until
+    then no processor of that module exists, and evobs does not import it for nothing."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    classes: list[Any] = [SpanProcessor]
+    export = sys.modules.get("opentelemetry.sdk.trace.export")
+    if export is not None:
+        classes += [getattr(export, n, None) for n in ("SimpleSpanProcessor", "BatchSpanProcessor")]
     return frozenset(h for c in classes if (h := getattr(c, "_on_ending", None)) is not None)
 
 

@@ -181,7 +181,8 @@ class SdkPipeline:
         else:
             self._on_start = multi.on_start
             self._on_end = multi.on_end
-        busy = [p for p in processors if getattr(type(p), "_on_ending", None) not in _NOOP_ENDING]
+        noop = otel_sdk.noop_ending_hooks()  # here, not at import: see its docstring
+        busy = [p for p in processors if getattr(type(p), "_on_ending", None) not in noop]
         self._on_ending = otel_sdk.on_ending_hook(multi) if busy else None
 
     @property
@@ -510,5 +511,4 @@ def _ignore(exc: BaseException) -> None:
     """A pipeline's failure hook once it has fired."""
 
 
-_NOOP_ENDING: Final = otel_sdk.noop_ending_hooks()
 _ALWAYS_ON: Final = otel_sdk.ALWAYS_ON

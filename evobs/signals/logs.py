@@ -6,7 +6,8 @@ retry (rate-limited per operation, so a retry storm cannot flood the logs),
 
 This runs on every AWS call. Each event is built only if the stdlib logger
 ``evobs`` would emit it at that level (``isEnabledFor``, a cached lookup), so an
-application that does not log evobs's events pays one method call per call.
+application that does not log evobs's events pays one method call per call, and
+structlog is imported only when the first event is due.
 """
 
 from __future__ import annotations
@@ -14,20 +15,27 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
-from .. import _selfmetrics
 from .._fork import ForkSafeLock
+from .._lazy import lazy_module, lazy_names
 from .._log import STDLIB_LOGGER, get_logger
-from .._redact import error_message, render_params
 from . import SignalBase
-from ._series import PROMETHEUS_CHILDREN, SeriesLock, lock_of
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from .. import _selfmetrics
     from .._call import Attempt, Call
     from .._operation import Operation
     from .._options import Options
+    from .._redact import error_message, render_params
     from . import ClientCreated
+else:
+    # Imported by the first failed call logged (or captured params).
+    error_message, render_params = lazy_names(
+        globals(), "evobs._redact", "error_message", "render_params"
+    )
+    # Imported with the retry-log limiter (see LogsSignal).
+    _selfmetrics = lazy_module(globals(), "evobs._selfmetrics", "_selfmetrics")
 
 __all__ = ["LEVELS", "LogsSignal", "RetryLimiter"]
 
@@ -48,6 +56,7 @@ LEVELS: Final = {
 
 _NS_PER_MS: Final = 1_000_000
 _MAX_BUCKETS: Final = 4096
+_LIMITER_GUARD: Final = ForkSafeLock()
 
 
 def _ms(ns: int) -> float:
@@ -74,6 +83,8 @@ class RetryLimiter:
     __slots__ = ("_buckets", "_burst", "_lock", "_per_ns", "_suppressed")
 
     def __init__(self, rate: float, burst: float | None = None, suppressed: Any = None) -> None:
+        from ._series import PROMETHEUS_CHILDREN, SeriesLock, lock_of
+
         self._per_ns = rate / 1e9
         self._burst = max(1.0, rate if burst is None else burst)
         self._buckets: dict[Any, _Bucket] = {}
@@ -81,7 +92,7 @@ class RetryLimiter:
         lock = lock_of(suppressed) if suppressed is not None else None
         # prometheus_client's children (multiprocess mode) lock themselves: the buckets
         # then get a lock of their own, whose writer still counts the child.
-        self._lock: Any = lock if isinstance(lock, SeriesLock) else _OwnLock()
+        self._lock: Any = lock if isinstance(lock, SeriesLock) else _OwnLock(PROMETHEUS_CHILDREN)
 
     def allow(self, key: Any, now_ns: int) -> int:
         with self._lock as w:
@@ -108,11 +119,16 @@ class RetryLimiter:
 class _OwnLock(ForkSafeLock):
     """A lock of the limiter's own; its writer counts prometheus_client's children."""
 
-    __slots__ = ()
+    __slots__ = ("_children",)
+
+    def __init__(self, children: Any) -> None:
+        super().__init__()
+        #: ``_series.PROMETHEUS_CHILDREN`` (that module imports prometheus_client).
+        self._children = children
 
     def __enter__(self) -> Any:
         self._lock.acquire()
-        return PROMETHEUS_CHILDREN.__enter__()
+        return self._children.__enter__()
 
     def __exit__(self, *exc: object) -> None:
         self._lock.release()
@@ -126,6 +142,7 @@ class LogsSignal(SignalBase):
         "_limiter",
         "_log",
         "_options",
+        "_registry",
         "_slow_ns",
         "_static",
     )
@@ -135,16 +152,33 @@ class LogsSignal(SignalBase):
     def __init__(self, options: Options, registry: CollectorRegistry | None) -> None:
         self._options = options
         self._enabled = STDLIB_LOGGER.isEnabledFor
-        # A concrete BoundLogger (evobs's own processor chain; nothing global).
-        self._log = get_logger().bind()
+        # A concrete BoundLogger (evobs's own processor chain; nothing global), made when
+        # the first event is due: until then structlog is not even imported.
+        self._log: Any = _FirstEvent(self)
         slow = options.slow_call_seconds
         # Clamped: a huge threshold (1e300 s) means never, not an OverflowError.
         self._slow_ns = None if slow is None else int(min(slow, 1e12) * 1e9)
-        suppressed = _selfmetrics.log_events_suppressed(registry).labels(event="aws.retry")
-        self._limiter = RetryLimiter(
-            options.retry_log_rate, burst=options.retry_log_burst, suppressed=suppressed
-        )
+        self._registry = registry
+        #: Made at the first retry that would be logged, unless a registry is given or
+        #: the metrics signal is on (then now, so its counter is in the first scrape):
+        #: with metrics off, prometheus_client is imported only when there is a retry.
+        self._limiter: RetryLimiter | None = None
+        if registry is not None or "metrics" in options.signals:
+            self._limiter = self._new_limiter()
         self._static: dict[Operation, dict[str, Any]] = {}
+
+    def _new_limiter(self) -> RetryLimiter:
+        with _LIMITER_GUARD:  # one limiter per signal, whichever thread gets here first
+            limiter = self._limiter
+            if limiter is None:
+                options = self._options
+                suppressed = _selfmetrics.log_events_suppressed(self._registry)
+                limiter = self._limiter = RetryLimiter(
+                    options.retry_log_rate,
+                    burst=options.retry_log_burst,
+                    suppressed=suppressed.labels(event="aws.retry"),
+                )
+            return limiter
 
     # -- helpers --------------------------------------------------------------------
 
@@ -170,7 +204,8 @@ class LogsSignal(SignalBase):
         number = attempt.number
         if number == 1 or call.suppressed or not self._enabled(WARNING):
             return
-        dropped = self._limiter.allow(call.op, attempt.start_ns)
+        limiter = self._limiter or self._new_limiter()
+        dropped = limiter.allow(call.op, attempt.start_ns)
         if dropped < 0:
             return
         previous = call.attempts[number - 2]
@@ -200,7 +235,9 @@ class LogsSignal(SignalBase):
         fields["http_status"] = call.http_status
         if outcome != "ok":
             fields["error_type"] = call.error_type or outcome
-            fields["error_message"] = error_message(call)
+            fields["error_message"] = error_message(
+                call, capture_s3_keys=self._options.capture_s3_keys
+            )
         fields["request_id"] = call.request_id
         fields["invocation_id"] = call.invocation_id
         fields["attempts"] = len(call.attempts)
@@ -226,3 +263,17 @@ class LogsSignal(SignalBase):
             region=event.region,
             duration_ms=_ms(event.duration_ns),
         )
+
+
+class _FirstEvent:
+    """Stands for a logs signal's structlog logger until its first event: builds it
+    (importing structlog), puts it in the signal's place and hands it over."""
+
+    __slots__ = ("_signal",)
+
+    def __init__(self, signal: LogsSignal) -> None:
+        self._signal = signal
+
+    def __getattr__(self, name: str) -> Any:
+        log = self._signal._log = get_logger().bind()
+        return getattr(log, name)

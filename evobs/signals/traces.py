@@ -13,6 +13,7 @@ is used through the public API. Both go through the same code here.
 
 from __future__ import annotations
 
+import sys
 from contextvars import Token
 from typing import TYPE_CHECKING, Any, Final
 
@@ -21,17 +22,31 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._call import WALL_OFFSET_NS
-from .._redact import exception_event, exception_message, masks_for, render_params
+from .._lazy import lazy_names
 from .._version import __version__
 from ..services import peer_attributes, rpc_attributes
 from . import SignalBase
-from ._spans import SdkPipeline, SdkSpan
 
 if TYPE_CHECKING:
     from .._call import Attempt, Call
     from .._log import HandlerErrors
     from .._operation import Operation
     from .._options import Options
+    from .._redact import exception_event, exception_message, masks_for, render_params
+    from ._spans import SdkPipeline, SdkSpan
+else:
+    # The SDK's span path, imported for a tracer of the SDK only: a tracer of no SDK (the
+    # API's no-op) does not import the SDK (~70 M instructions) for nothing.
+    SdkPipeline, SdkSpan = lazy_names(globals(), "evobs.signals._spans", "SdkPipeline", "SdkSpan")
+    # Imported by the first failed call (or captured params): a cold start does not pay.
+    exception_event, exception_message, masks_for, render_params = lazy_names(
+        globals(),
+        "evobs._redact",
+        "exception_event",
+        "exception_message",
+        "masks_for",
+        "render_params",
+    )
 
 __all__ = ["PROPAGATION_SKIPPED", "TracesSignal"]
 
@@ -67,9 +82,13 @@ class TracesSignal(SignalBase):
         self._tracer = trace.get_tracer("evobs", __version__, tracer_provider=tracer_provider)
         self._options = options
         self._errors = errors
-        #: The cheap span path, decided once for this tracer; None: the public API.
+        #: The cheap span path, decided once for this tracer; None: the public API. With
+        #: the SDK's trace module not even loaded, the tracer cannot be the SDK's.
+        sdk_loaded = "opentelemetry.sdk.trace" in sys.modules
         self._pipeline = (
-            SdkPipeline.of(self._tracer, self._fast_path_failed) if options.fast_spans else None
+            SdkPipeline.of(self._tracer, self._fast_path_failed)
+            if options.fast_spans and sdk_loaded
+            else None
         )
         # Per-operation constant attributes and span kind, built once.
         self._attrs: dict[Operation, tuple[dict[str, Any], SpanKind]] = {}
