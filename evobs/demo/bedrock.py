@@ -938,6 +938,8 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in extra:
             self.send_header(key, value)
         self.send_header("Transfer-Encoding", "chunked")
+        # One stream per connection: a client that stops reading leaves the rest unread.
+        self.send_header("Connection", "close")
         self.end_headers()
         self.close_connection = True
         if fault is not None and fault.kind in ("stream_error", "cut"):

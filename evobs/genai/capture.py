@@ -220,23 +220,33 @@ def _cap_text(text: str, limit: int) -> str:
     return text
 
 
-def _clean(value: Any, limit: int, depth: int = 0) -> Any:
-    """A JSON-safe copy: strings scrubbed and capped, containers copied, documents that
-    render past ``limit`` replaced by their capped JSON text, other objects by their type."""
+#: Members that hold free-form documents (tool arguments and results, JSON schemas): a
+#: document that renders past the part cap is replaced by its capped JSON text.
+_DOCUMENTS: Final = frozenset({"arguments", "response", "parameters"})
+
+
+def _clean(value: Any, limit: int, depth: int = 0, document: bool = False) -> Any:
+    """A JSON-safe copy: strings scrubbed and capped, containers copied, a ``document``
+    that renders past ``limit`` replaced by its capped JSON text, other objects by their
+    type name."""
     if isinstance(value, str):
         return _cap_text(value, limit)
     if value is None or isinstance(value, bool | int | float):
         return value
     if depth > 16:
         return "<too-deep>"
+    out: Any
     if isinstance(value, dict):
-        out = {str(k): _clean(v, limit, depth + 1) for k, v in value.items()}
-        if depth == 0 or len(json.dumps(out, default=str)) <= limit:
-            return out
-        return _cap_text(json.dumps(out, default=str), limit)
-    if isinstance(value, list | tuple):
-        return [_clean(v, limit, depth + 1) for v in value]
-    return f"<{type(value).__name__}>"
+        out = {str(k): _clean(v, limit, depth + 1, k in _DOCUMENTS) for k, v in value.items()}
+    elif isinstance(value, list | tuple):
+        out = [_clean(v, limit, depth + 1) for v in value]
+    else:
+        return f"<{type(value).__name__}>"
+    if document:
+        text = _dumps(out)
+        if len(text) > limit:
+            return _cap_text(text, limit)
+    return out
 
 
 def _dumps(value: Any) -> str:

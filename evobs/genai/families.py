@@ -32,7 +32,7 @@ from typing import Any, Final
 
 from . import converse, semconv
 from .capture import Content, OutputBuilder, Settings, text_part, tool_call_part, tool_response_part
-from .model import Request, Response, count, number, strings, wire_str
+from .model import Request, Response, count, items, number, strings, wire_str
 
 __all__ = ["FAMILIES", "Family", "Stream", "family_of", "operation_of"]
 
@@ -274,14 +274,14 @@ class Anthropic(Family):
             return
         system = body.get("system")
         content.system.extend(_anthropic_parts(system) if system else [])
-        for message in body.get("messages") or ():
+        for message in items(body.get("messages")):
             if isinstance(message, Mapping):
                 role = message.get("role") if isinstance(message.get("role"), str) else "user"
                 content.input_messages.append(
                     {"role": role, "parts": _anthropic_parts(message.get("content"))}
                 )
         _user_prompt(content, body.get("prompt"))
-        for tool in body.get("tools") or ():
+        for tool in items(body.get("tools")):
             if isinstance(tool, Mapping) and isinstance(tool.get("name"), str):
                 definition: dict[str, Any] = {"type": "function", "name": tool["name"]}
                 if isinstance(tool.get("description"), str):
@@ -379,7 +379,7 @@ class Titan(Family):
         _user_prompt(content, body.get("inputText"))
 
     def read_response(self, body: Mapping[str, Any], response: Response, capture: bool) -> None:
-        results = [r for r in body.get("results") or () if isinstance(r, Mapping)]
+        results = [r for r in items(body.get("results")) if isinstance(r, Mapping)]
         output = [count(r.get("tokenCount")) for r in results]
         response.set_usage(
             body.get("inputTextTokenCount"),
@@ -441,10 +441,10 @@ class Llama(Family):
 def _mistral_choices(body: Mapping[str, Any]) -> list[tuple[Any, Any]]:
     """``(text, stop reason)`` per output: ``outputs`` (text completion) or ``choices``."""
     out: list[tuple[Any, Any]] = []
-    for item in body.get("outputs") or ():
+    for item in items(body.get("outputs")):
         if isinstance(item, Mapping):
             out.append((item.get("text"), item.get("stop_reason")))
-    for item in body.get("choices") or ():
+    for item in items(body.get("choices")):
         if isinstance(item, Mapping):
             message = item.get("message") or item.get("delta")
             text = message.get("content") if isinstance(message, Mapping) else None
@@ -482,7 +482,7 @@ class Mistral(Family):
         if content is None:
             return
         _user_prompt(content, body.get("prompt"))
-        for message in body.get("messages") or ():
+        for message in items(body.get("messages")):
             if isinstance(message, Mapping):
                 role = message.get("role") if isinstance(message.get("role"), str) else "user"
                 text = message.get("content")
@@ -554,12 +554,12 @@ class CohereR(Family):
             return
         if isinstance(body.get("preamble"), str):
             content.system.append(text_part(body["preamble"]))
-        for turn in body.get("chat_history") or ():
+        for turn in items(body.get("chat_history")):
             if isinstance(turn, Mapping) and isinstance(turn.get("message"), str):
                 role = _COHERE_ROLES.get(str(turn.get("role")), "user")
                 content.input_messages.append({"role": role, "parts": [text_part(turn["message"])]})
         _user_prompt(content, body.get("message"))
-        for tool in body.get("tools") or ():
+        for tool in items(body.get("tools")):
             if isinstance(tool, Mapping) and isinstance(tool.get("name"), str):
                 definition = {"type": "function", "name": tool["name"]}
                 if isinstance(tool.get("description"), str):
@@ -572,7 +572,7 @@ class CohereR(Family):
         _cohere_billed(response, body)
         if capture:
             parts = [text_part(str(body.get("text", "")))]
-            for call in body.get("tool_calls") or ():
+            for call in items(body.get("tool_calls")):
                 if isinstance(call, Mapping):
                     parts.append(tool_call_part(None, call.get("name"), call.get("parameters")))
             _single_output(response, parts)
@@ -601,7 +601,7 @@ class Cohere(Family):
 
     def read_response(self, body: Mapping[str, Any], response: Response, capture: bool) -> None:
         response.response_id = wire_str(body.get("id"))
-        generations = [g for g in body.get("generations") or () if isinstance(g, Mapping)]
+        generations = [g for g in items(body.get("generations")) if isinstance(g, Mapping)]
         for generation in generations:
             response.add_finish_reason(generation.get("finish_reason"))
         if capture:

@@ -12,7 +12,16 @@ from typing import Any, Final
 from . import semconv
 from .capture import Content
 
-__all__ = ["MAX_WIRE_CHARS", "Request", "Response", "count", "number", "wire_str"]
+__all__ = [
+    "MAX_WIRE_CHARS",
+    "Request",
+    "Response",
+    "count",
+    "items",
+    "number",
+    "strings",
+    "wire_str",
+]
 
 #: Strings from the wire (ids, model names, finish reasons) are cut past this.
 MAX_WIRE_CHARS: Final = 256
@@ -25,6 +34,11 @@ def wire_str(value: Any, limit: int = MAX_WIRE_CHARS) -> str | None:
     if not isinstance(value, str) or not value:
         return None
     return value if len(value) <= limit else value[:limit]
+
+
+def items(value: Any) -> list[Any]:
+    """A JSON array to iterate over; anything else is empty."""
+    return value if isinstance(value, list) else []
 
 
 def count(value: Any) -> int | None:

@@ -22,7 +22,7 @@ from . import converse, semconv
 from .body import request_body, take_response_body
 from .capture import Content, Settings, text_part
 from .families import FAMILIES, GUARDRAIL_MEMBER, UNKNOWN, family_of, operation_of
-from .model import Request, Response, wire_str
+from .model import Request, Response, items, wire_str
 
 __all__ = [
     "OPERATIONS",
@@ -75,7 +75,7 @@ def read_request(operation: str, params: Mapping[str, Any], settings: Settings) 
             content = request.content = Content()
             texts = [
                 text_part(block["text"]["text"])
-                for block in params.get("content") or ()
+                for block in items(params.get("content"))
                 if isinstance(block, Mapping)
                 and isinstance(block.get("text"), Mapping)
                 and isinstance(block["text"].get("text"), str)
@@ -127,7 +127,7 @@ def read_response(
             outputs = parsed.get("outputs")
             parts = [
                 text_part(o["text"])
-                for o in outputs or ()
+                for o in items(outputs)
                 if isinstance(o, Mapping) and isinstance(o.get("text"), str)
             ]
             if parts:
