@@ -52,6 +52,7 @@ from ..genai.families import family_of
 
 __all__ = [
     "DEFAULT_COMPLETION",
+    "GUARDRAIL_MESSAGE",
     "GUARDRAIL_TRIGGER",
     "BedrockFault",
     "BedrockRequest",
