@@ -106,7 +106,8 @@ def test_anthropic_usage_with_cache_and_tool_use() -> None:
 
 
 def test_titan_with_several_results() -> None:
-    """Titan: one finish reason per result, the output tokens summed."""
+    """Titan: one finish reason and one output message per result, the output tokens
+    summed."""
     body = {
         "inputTextTokenCount": 4,
         "results": [
@@ -114,9 +115,21 @@ def test_titan_with_several_results() -> None:
             {"tokenCount": 5, "outputText": "b", "completionReason": "LENGTH"},
         ],
     }
-    response = _read("amazon.titan-text", body)
+    response = _read("amazon.titan-text", body, capture_on=True)
     assert response.finish_reasons == ["FINISH", "LENGTH"]
     assert (response.input_tokens, response.output_tokens) == (4, 8)
+    assert response.output_messages == [
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": "a"}],
+            "finish_reason": "FINISH",
+        },
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": "b"}],
+            "finish_reason": "LENGTH",
+        },
+    ]
 
 
 def test_nova_cache_counts() -> None:

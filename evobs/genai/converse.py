@@ -107,16 +107,16 @@ def tool_definitions(tool_config: Any) -> list[dict[str, Any]]:
     return out
 
 
-def read_inference(request: Request, config: Any, *, snake: bool = False) -> None:
-    """Converse's ``inferenceConfig`` (Nova's too, whose older bodies use snake_case)."""
+def read_inference(request: Request, config: Any) -> None:
+    """Converse's ``inferenceConfig`` (Nova's too: its older bodies use snake_case, and
+    its ``topK`` lives there)."""
     if not isinstance(config, Mapping):
         return
     get = config.get
     request.set(semconv.REQUEST_MAX_TOKENS, count(get("maxTokens", get("max_new_tokens"))))
     request.set(semconv.REQUEST_TEMPERATURE, number(get("temperature")))
     request.set(semconv.REQUEST_TOP_P, number(get("topP", get("top_p"))))
-    if snake or "topK" in config or "top_k" in config:
-        request.set(semconv.REQUEST_TOP_K, number(get("topK", get("top_k"))))
+    request.set(semconv.REQUEST_TOP_K, number(get("topK", get("top_k"))))
     request.set(semconv.REQUEST_STOP_SEQUENCES, strings(get("stopSequences")))
 
 

@@ -170,6 +170,18 @@ def _single_output(response: Response, parts: list[dict[str, Any]]) -> None:
     ]
 
 
+def _text_outputs(response: Response, choices: list[tuple[Any, Any]]) -> None:
+    """One output message per ``(text, finish reason)`` choice."""
+    response.output_messages = [
+        {
+            "role": "assistant",
+            "parts": [text_part(text)] if isinstance(text, str) else [],
+            "finish_reason": str(reason or "unknown"),
+        }
+        for text, reason in choices
+    ]
+
+
 def _user_prompt(content: Content | None, prompt: Any) -> None:
     if content is not None and isinstance(prompt, str):
         content.input_messages.append({"role": "user", "parts": [text_part(prompt)]})
@@ -328,7 +340,7 @@ class Nova(Family):
     def read_request(
         self, body: Mapping[str, Any], request: Request, content: Content | None
     ) -> None:
-        converse.read_inference(request, body.get("inferenceConfig"), snake=True)
+        converse.read_inference(request, body.get("inferenceConfig"))
         if content is not None:
             converse.fill_content(
                 content, body.get("system"), body.get("messages"), body.get("toolConfig")
@@ -388,14 +400,9 @@ class Titan(Family):
         for result in results:
             response.add_finish_reason(result.get("completionReason"))
         if capture:
-            response.output_messages = [
-                {
-                    "role": "assistant",
-                    "parts": [text_part(str(r.get("outputText", "")))],
-                    "finish_reason": str(r.get("completionReason") or "unknown"),
-                }
-                for r in results
-            ]
+            _text_outputs(
+                response, [(r.get("outputText"), r.get("completionReason")) for r in results]
+            )
 
 
 # -- Meta Llama -----------------------------------------------------------------------------------
@@ -494,14 +501,7 @@ class Mistral(Family):
         for _, reason in choices:
             response.add_finish_reason(reason)
         if capture:
-            response.output_messages = [
-                {
-                    "role": "assistant",
-                    "parts": [text_part(text)] if isinstance(text, str) else [],
-                    "finish_reason": str(reason or "unknown"),
-                }
-                for text, reason in choices
-            ]
+            _text_outputs(response, choices)
 
 
 # -- Cohere ---------------------------------------------------------------------------------------
@@ -605,14 +605,7 @@ class Cohere(Family):
         for generation in generations:
             response.add_finish_reason(generation.get("finish_reason"))
         if capture:
-            response.output_messages = [
-                {
-                    "role": "assistant",
-                    "parts": [text_part(str(g.get("text", "")))],
-                    "finish_reason": str(g.get("finish_reason") or "unknown"),
-                }
-                for g in generations
-            ]
+            _text_outputs(response, [(g.get("text"), g.get("finish_reason")) for g in generations])
 
 
 #: family name -> its reader (one instance each: they hold no state).
