@@ -59,8 +59,8 @@ def _read_all(body: Any, size: int = 777) -> tuple[bytes, type[BaseException] | 
 
 def test_a_real_body_is_handed_back_identical(bedrock_server: BedrockServer) -> None:
     """Over real HTTP: the bytes evobs took are the bytes the application then reads, in
-    whatever way it reads them (read, iter_lines, iter_chunks, readinto), and
-    set_socket_timeout still works."""
+    whatever way it reads them (read, iter_lines, iter_chunks, and readinto where
+    botocore has it), and set_socket_timeout still works."""
     client = client_for(bedrock_server)
     taken: list[bytes | None] = []
 
@@ -77,9 +77,10 @@ def test_a_real_body_is_handed_back_identical(bedrock_server: BedrockServer) -> 
     assert b"".join(out["body"].iter_chunks(7)) == taken[1]
     out = client.invoke_model(modelId=MODELS["meta.llama"], body=body)
     assert b"\n".join(out["body"].iter_lines()) == taken[2]
-    out = client.invoke_model(modelId=MODELS["meta.llama"], body=body)
-    buffer = bytearray(len(taken[3] or b""))
-    assert out["body"].readinto(buffer) == len(buffer) and bytes(buffer) == taken[3]
+    if hasattr(StreamingBody, "readinto"):  # newer botocore only
+        out = client.invoke_model(modelId=MODELS["meta.llama"], body=body)
+        buffer = bytearray(len(taken[3] or b""))
+        assert out["body"].readinto(buffer) == len(buffer) and bytes(buffer) == taken[3]
 
 
 def test_a_body_announced_too_large_is_not_touched() -> None:
