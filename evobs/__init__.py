@@ -15,6 +15,7 @@ from .signals import ClientCreated, ResourceCreated, Signal
 
 if TYPE_CHECKING:
     from ._configure import Telemetry, configure
+    from ._process import ProcessInstrumentation, instrument_all, uninstrument_all
     from .signals.metrics import start_metrics_server
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "Call",
     "ClientCreated",
     "Instrumentation",
+    "ProcessInstrumentation",
     "ResourceCreated",
     "Signal",
     "Telemetry",
@@ -29,8 +31,10 @@ __all__ = [
     "configure",
     "extract_context",
     "instrument",
+    "instrument_all",
     "start_metrics_server",
     "uninstrument",
+    "uninstrument_all",
 ]
 
 # Loaded on first use: a Lambda cold start pays only for what it touches.
@@ -38,6 +42,9 @@ _LAZY = {
     "configure": ("evobs._configure", "configure"),
     "Telemetry": ("evobs._configure", "Telemetry"),
     "start_metrics_server": ("evobs.signals.metrics", "start_metrics_server"),
+    "instrument_all": ("evobs._process", "instrument_all"),
+    "uninstrument_all": ("evobs._process", "uninstrument_all"),
+    "ProcessInstrumentation": ("evobs._process", "ProcessInstrumentation"),
 }
 
 

@@ -1,9 +1,11 @@
 """The per-call record: the one thing handlers write and signals read.
 
 Handlers know botocore, signals know their library; a :class:`Call` and its
-:class:`Attempt` list are the only shared vocabulary. Everything a signal needs
-is computed here once, so a span, a metric sample and a log event can never
-disagree on what happened.
+:class:`Attempt` list are the only shared vocabulary. The record is plain data
+and knows no signal: what one signal produces that another needs (the call span's
+context, for the logs' ``trace_id`` and the metrics' exemplars) is set on it once, as
+data, by the signal that produces it. Everything derived from what happened is
+computed here once, so a span, a metric sample and a log event never disagree.
 """
 
 from __future__ import annotations
@@ -11,44 +13,27 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from botocore.exceptions import (
-    ConnectionError as BotocoreConnectionError,
-)
-from botocore.exceptions import (
-    HTTPClientError,
-)
-from botocore.retries.standard import ThrottledRetryableChecker
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
+from botocore.exceptions import HTTPClientError
+
+from ._compat.botocore import throttling_error_codes
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import SpanContext
+
+    from ._handlers import Handlers
     from ._operation import Operation
 
-__all__ = [
-    "OUTCOMES",
-    "Attempt",
-    "Call",
-    "classify",
-    "is_throttling",
-]
-
-#: The outcome words, shared by span status, the ``outcome`` label, the
-#: ``reason`` label on retries and the log level.
-OUTCOMES: Final = ("ok", "client_error", "throttled", "server_error", "connection_error", "error")
+__all__ = ["WALL_OFFSET_NS", "Attempt", "Call", "classify"]
 
 # botocore's own union of throttling codes (standard retry mode); the modeled
 # ``retryable.throttling`` trait is added per operation in ``_operation``.
-_THROTTLING_CODES: Final = frozenset(ThrottledRetryableChecker._THROTTLED_ERROR_CODES)
+_THROTTLING_CODES: Final = throttling_error_codes()
 _THROTTLING_STATUS: Final = 429
 _CONNECTION_ERRORS: Final = (HTTPClientError, BotocoreConnectionError, ConnectionError)
 
 #: Offset that maps the monotonic clock to wall-clock nanoseconds, taken once.
 WALL_OFFSET_NS: Final = time.time_ns() - time.perf_counter_ns()
-
-
-def is_throttling(code: str | None, status: int | None, modeled: frozenset[str]) -> bool:
-    """Throttling as botocore's standard retry mode detects it."""
-    if code is not None and (code in _THROTTLING_CODES or code in modeled):
-        return True
-    return status == _THROTTLING_STATUS
 
 
 def classify(
@@ -57,8 +42,10 @@ def classify(
     exception: BaseException | None,
     modeled_throttling: frozenset[str] = frozenset(),
 ) -> str:
-    """Decide the outcome word of one attempt or one call, in one place."""
-    # is_throttling, inlined: this runs at least twice on every call.
+    """The outcome word of one attempt or one call (``ok``, ``client_error``,
+    ``throttled``, ``server_error``, ``connection_error``, ``error``), decided in one
+    place, with botocore's own throttling detection: the same word feeds the span
+    status, the ``outcome`` and ``reason`` labels and the log level."""
     if status == _THROTTLING_STATUS or (
         code is not None and (code in _THROTTLING_CODES or code in modeled_throttling)
     ):
@@ -76,6 +63,14 @@ def classify(
     if status >= 300 or code is not None or exception is not None:
         return "error"
     return "ok"
+
+
+def _error_type(code: str | None, exception: BaseException | None) -> str | None:
+    if code is not None:
+        return code
+    if exception is not None:
+        return type(exception).__name__
+    return None
 
 
 class Attempt:
@@ -120,11 +115,7 @@ class Attempt:
     @property
     def error_type(self) -> str | None:
         """The AWS error code, else the exception class name."""
-        if self.error_code is not None:
-            return self.error_code
-        if self.exception is not None:
-            return type(self.exception).__name__
-        return None
+        return _error_type(self.error_code, self.exception)
 
     def __repr__(self) -> str:
         return f"<Attempt {self.number} {self.outcome} status={self.http_status}>"
@@ -153,17 +144,19 @@ class Call:
         "invocation_id",
         "op",
         "outcome",
+        "owner",
         "params",
+        "propagation_skipped",
         "region",
         "request_id",
         "response",
         "serialized_ns",
         "server_address",
         "server_port",
-        "span",
+        "span_context",
         "start_ns",
         "started",
-        "token",
+        "suppressed",
     )
 
     def __init__(self, op: Operation, region: str | None, start_ns: int) -> None:
@@ -171,10 +164,14 @@ class Call:
         self.region = region
         self.start_ns = start_ns
         self.serialized_ns: int | None = None
+        #: When the call's result arrived (the first after-call / after-call-error
+        #: handler): the user's own handlers that run after it are not call time.
         self.end_ns: int | None = None
         self.attempts: list[Attempt] = []
         self.backoff_ns = 0
         self.started = False
+        #: The handlers that started the call: only they end it (their signals hold its span).
+        self.owner: Handlers | None = None
         self.ended = False
         self.outcome: str | None = None
         self.expected = False
@@ -192,12 +189,15 @@ class Call:
         self.http_method: str | None = None
         #: The user's API params while the call is in flight (dropped at the end).
         self.params: dict[str, Any] | None = None
-        #: botocore's parsed response at after-call, only for operations with an
-        #: extractor (per-service attributes, message links); dropped at the end.
+        #: botocore's parsed response from after-call until the call ends (dropped then).
         self.response: dict[str, Any] | None = None
-        #: The traces signal's span and the token of its context attach.
-        self.span: Any = None
-        self.token: Any = None
+        #: The call span's context, set once by whichever signal starts the span (the
+        #: traces signal); None without one. Logs and metrics read their trace id here.
+        self.span_context: SpanContext | None = None
+        #: Messages of this call sent without trace context (a service limit).
+        self.propagation_skipped = 0
+        #: Made inside OpenTelemetry's suppress-instrumentation context: no span, no log.
+        self.suppressed = False
 
     # The record is shared, never copied: botocore deep-copies the context dict.
     def __deepcopy__(self, memo: dict[int, Any]) -> Call:
@@ -235,23 +235,7 @@ class Call:
     @property
     def error_type(self) -> str | None:
         """The AWS error code, else the exception class name."""
-        if self.error_code is not None:
-            return self.error_code
-        if self.exception is not None:
-            return type(self.exception).__name__
-        return None
-
-    @property
-    def span_context(self) -> Any:
-        """The OpenTelemetry span context of the call's span, if traces are on; None also
-        when the tracer's span cannot give one (a broken tracer costs only the traces)."""
-        span = self.span
-        if span is None:
-            return None
-        try:
-            return span.get_span_context()
-        except Exception:
-            return None
+        return _error_type(self.error_code, self.exception)
 
     def __repr__(self) -> str:
         return f"<Call {self.op.span_name} {self.outcome} attempts={len(self.attempts)}>"

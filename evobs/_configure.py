@@ -18,263 +18,44 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import sys
 import threading
-from collections import deque
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal
-from urllib.parse import urlsplit
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from ._log import logger
+from ._env import truthy
+from ._export import (
+    DEFAULT_SPAN_QUEUE_SIZE,
+    CountingSpanProcessor,
+    build_tracer_provider,
+    resolve_otlp_endpoint,
+)
+from ._log import get_logger
 
 if TYPE_CHECKING:
-    from opentelemetry.context import Context
-    from opentelemetry.sdk.trace import ReadableSpan, Span, TracerProvider
-    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+    from opentelemetry.sdk.trace import TracerProvider
 
     from ._install import Instrumentation
     from .signals.metrics import MetricsServer
 
 __all__ = [
-    "DEFAULT_EXPORT_BATCH_SIZE",
-    "DEFAULT_SCHEDULE_DELAY_MS",
+    "DEFAULT_SHUTDOWN_TIMEOUT",
     "DEFAULT_SPAN_QUEUE_SIZE",
     "Telemetry",
     "configure",
 ]
 
-#: Spans the batch processor holds while the export thread catches up. The SDK's
-#: default (2048) lost 13-29% of spans in a tight loop of boto3 calls (botocore's
-#: per-call uuid4 releases the GIL and starves the export thread); 16384 absorbs a
-#: burst of thousands of calls with the exporter making no progress at all.
-#: Worst case memory, an exporter that is down: 16384 finished spans, ~3.4 KB each (~55 MB).
-DEFAULT_SPAN_QUEUE_SIZE: Final = 16384
-#: Spans per OTLP request: small enough for any collector's request limit.
-DEFAULT_EXPORT_BATCH_SIZE: Final = 512
-#: The export thread wakes at least this often (the SDK default is 5000 ms); it
-#: also wakes as soon as a full batch is waiting.
-DEFAULT_SCHEDULE_DELAY_MS: Final = 1000
 #: ``Telemetry.shutdown()`` returns after this long at most, flushed or not.
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 5.0
 #: After a timed-out shutdown, how long the export thread gets to fail (and count) what
 #: it still holds once the exporter is shut down; it no longer waits on the network then.
 _ABANDON_GRACE_SECONDS: Final = 1.0
 
-_DEFAULT_OTLP_BASE: Final = "http://localhost:4318"
-_TRACES_PATH: Final = "/v1/traces"
 _HANDLER_MARK: Final = "_evobs_configured"
 
 Traces = Literal["otlp", "console"]
 Logs = Literal["json", "console"]
-
-
-def _truthy(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        logger.warning("evobs.configure.bad_env", variable=name, value=raw[:100])
-        return default
-    return value if value > 0 else default
-
-
-# -- span drop accounting ---------------------------------------------------------------
-
-
-def _find_queue(processor: Any) -> tuple[deque[Any], int] | None:
-    """The SDK batch processor's bounded deque and its capacity, if reachable.
-
-    opentelemetry-sdk >= 1.34 keeps it in ``BatchSpanProcessor._batch_processor._queue``
-    (``_max_queue_size``); older releases in ``BatchSpanProcessor.queue``
-    (``max_queue_size``). The SDK reports drops only through its own internal
-    metrics (off by default) and a log line, so evobs looks at the queue itself.
-    """
-    for owner, queue_attr, size_attr in (
-        (getattr(processor, "_batch_processor", None), "_queue", "_max_queue_size"),
-        (processor, "queue", "max_queue_size"),
-    ):
-        queue = getattr(owner, queue_attr, None)
-        size = getattr(owner, size_attr, None)
-        if isinstance(queue, deque) and isinstance(size, int) and queue.maxlen == size:
-            return queue, size
-    return None
-
-
-class CountingSpanProcessor:
-    """Wraps a ``BatchSpanProcessor`` and counts the spans it could not queue.
-
-    The SDK's processor silently drops a span when its queue is full; this
-    wrapper checks the queue's length before handing the span over (under a lock,
-    so two threads cannot both miss a drop) and counts a full queue as a drop.
-    It costs one length check per span.
-    """
-
-    __slots__ = ("_closed", "_counter", "_lock", "_queue", "_size", "processor")
-
-    def __init__(self, processor: Any, counter: Any) -> None:
-        self.processor = processor
-        self._counter = counter
-        self._closed = False
-        self._lock = threading.Lock()
-        found = _find_queue(processor)
-        self._queue: deque[Any] | None = None
-        self._size = 0
-        if found is not None:
-            self._queue, self._size = found
-        if found is None:
-            logger.warning(
-                "evobs.configure.drops_unobservable",
-                reason="this opentelemetry-sdk's BatchSpanProcessor has no reachable queue; "
-                "spans dropped for a full queue are not counted (failed exports still are)",
-            )
-
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        self.processor.on_start(span, parent_context=parent_context)
-
-    def _on_ending(self, span: Span) -> None:
-        on_ending = getattr(self.processor, "_on_ending", None)
-        if on_ending is not None:
-            on_ending(span)
-
-    def on_end(self, span: ReadableSpan) -> None:
-        queue = self._queue
-        if queue is None:
-            self.processor.on_end(span)
-            return
-        context = span.context
-        if context is None or not context.trace_flags.sampled:
-            return
-        if self._closed:
-            # Ended after shutdown (e.g. a call through the global provider): the SDK
-            # discards it, so it is a drop too.
-            self._counter.inc()
-            return
-        with self._lock:
-            if len(queue) >= self._size:
-                self._counter.inc()
-            self.processor.on_end(span)
-
-    def shutdown(self) -> None:
-        self._closed = True
-        self.processor.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return bool(self.processor.force_flush(timeout_millis))
-
-
-class CountingExporter:
-    """Wraps a span exporter: spans in a batch that failed to export are counted as dropped."""
-
-    __slots__ = ("_counter", "exporter")
-
-    def __init__(self, exporter: SpanExporter, counter: Any) -> None:
-        self.exporter = exporter
-        self._counter = counter
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        from opentelemetry.sdk.trace.export import SpanExportResult
-
-        try:
-            result = self.exporter.export(spans)
-        except Exception:
-            self._counter.inc(len(spans))
-            raise
-        if result is not SpanExportResult.SUCCESS:
-            self._counter.inc(len(spans))
-        return result
-
-    def shutdown(self) -> None:
-        self.exporter.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.exporter.force_flush(timeout_millis)
-
-
-# -- endpoint and resource --------------------------------------------------------------
-
-
-def resolve_otlp_endpoint(otlp_endpoint: str | None = None) -> str:
-    """The full OTLP/HTTP traces URL: the argument, else the standard variables.
-
-    A URL without a path (``http://jaeger:4318``) is a base and gets ``/v1/traces``
-    appended, as ``OTEL_EXPORTER_OTLP_ENDPOINT`` does; a URL with a path is used as
-    is, as ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is.
-    """
-    if otlp_endpoint:
-        if urlsplit(otlp_endpoint).path.strip("/"):
-            return otlp_endpoint
-        return otlp_endpoint.rstrip("/") + _TRACES_PATH
-    signal = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
-    if signal:
-        return signal
-    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or _DEFAULT_OTLP_BASE
-    return base.rstrip("/") + _TRACES_PATH
-
-
-def otlp_endpoint_is_set() -> bool:
-    """Whether the environment names an OTLP endpoint (the demo exports only then)."""
-    return any(
-        os.environ.get(name, "").strip()
-        for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
-    )
-
-
-def build_resource(service_name: str | None) -> Any:
-    """Resource with ``service.name``: the argument, else ``OTEL_SERVICE_NAME``, else
-    ``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES``, else the SDK's
-    ``unknown_service:<executable>``. Other ``OTEL_RESOURCE_ATTRIBUTES`` are kept."""
-    from opentelemetry.sdk.resources import Resource
-
-    attributes: dict[str, Any] = {"telemetry.distro.name": "evobs"}
-    if service_name:
-        attributes["service.name"] = service_name
-    return Resource.create(attributes)
-
-
-def build_tracer_provider(
-    service_name: str | None = None,
-    *,
-    exporter: SpanExporter,
-    registry: CollectorRegistry,
-    span_queue_size: int | None = None,
-) -> tuple[TracerProvider, CountingSpanProcessor]:
-    """An SDK provider sending to ``exporter`` through a sized, drop-counting batch processor.
-
-    ``OTEL_BSP_MAX_QUEUE_SIZE``, ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` and
-    ``OTEL_BSP_SCHEDULE_DELAY`` override evobs's defaults when set.
-    """
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    queue_size = span_queue_size or _env_int("OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_SPAN_QUEUE_SIZE)
-    batch_size = min(
-        _env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", DEFAULT_EXPORT_BATCH_SIZE), queue_size
-    )
-    delay = _env_int("OTEL_BSP_SCHEDULE_DELAY", DEFAULT_SCHEDULE_DELAY_MS)
-    from .signals.metrics import spans_dropped_counter
-
-    counter = spans_dropped_counter(registry)
-    batch = BatchSpanProcessor(
-        CountingExporter(exporter, counter),  # type: ignore[arg-type]
-        max_queue_size=queue_size,
-        max_export_batch_size=batch_size,
-        schedule_delay_millis=delay,
-    )
-    processor = CountingSpanProcessor(batch, counter)
-    # configure() registers its own, bounded, exit handler (the SDK's waits up to 30 s
-    # for a hanging collector).
-    provider = TracerProvider(resource=build_resource(service_name), shutdown_on_exit=False)
-    provider.add_span_processor(processor)  # type: ignore[arg-type]
-    return provider, processor
 
 
 # -- logs ---------------------------------------------------------------------------------
@@ -408,7 +189,9 @@ class Telemetry:
             try:
                 handle.uninstrument()
             except Exception as exc:  # pragma: no cover - uninstrument never raises
-                logger.warning("evobs.configure.uninstrument_failed", error_type=type(exc).__name__)
+                get_logger().warning(
+                    "evobs.configure.uninstrument_failed", error_type=type(exc).__name__
+                )
         flushed = True
         provider = self.tracer_provider
         if provider is not None:
@@ -456,7 +239,7 @@ def _bounded(func: Any, timeout: float) -> tuple[bool, threading.Thread]:
         try:
             result.append(func())
         except Exception as exc:
-            logger.warning("evobs.configure.flush_failed", error_type=type(exc).__name__)
+            get_logger().warning("evobs.configure.flush_failed", error_type=type(exc).__name__)
             result.append(False)
 
     thread = threading.Thread(target=run, name="evobs-telemetry-flush", daemon=True)
@@ -528,7 +311,7 @@ def configure(
     registry = REGISTRY if registry is None else registry
     telemetry = Telemetry(registry)
     try:
-        if traces is not None and not _truthy("OTEL_SDK_DISABLED"):
+        if traces is not None and not truthy("OTEL_SDK_DISABLED"):
             _configure_traces(
                 telemetry,
                 service_name,
@@ -599,7 +382,7 @@ def _configure_traces(
         trace.set_tracer_provider(provider)
         telemetry.is_global = trace.get_tracer_provider() is provider
     if not telemetry.is_global:
-        logger.info(
+        get_logger().info(
             "evobs.configure.provider_not_global",
             reason="a global TracerProvider was already set; evobs's provider is used only "
             "by instrumentations made through the Telemetry handle",

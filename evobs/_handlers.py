@@ -1,45 +1,41 @@
 """The handlers: one small function per botocore event, feeding one Call record.
 
-Every handler is registered first on ``<event>.*.*`` (see ``_install``), catches
-its own exceptions, and returns None: returning a value from before-call,
-before-send or needs-retry would change the call.
+Every per-call handler is registered first on ``<event>.*.*`` (see ``_install``),
+catches its own exceptions, and returns None: returning a value from before-call,
+before-send or needs-retry would change the call. The call's result is recorded by
+the first after-call / after-call-error handler, and the call is ended by a second
+one registered last on the generic event name, which botocore runs after every
+handler on a more specific name: the user's own after-call handlers see the call
+span as current and recording (DESIGN 2).
 """
 
 from __future__ import annotations
 
 import contextvars
-import inspect
 from collections.abc import Callable
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Final
 
-from botocore.awsrequest import AWSPreparedRequest
-
 from ._call import Attempt, Call, classify
-from ._log import HandlerErrors
+from ._compat.botocore import PREPARED_REQUEST_HAS_CONTEXT
+from ._compat.otel_api import instrumentation_suppressed
 from ._operation import operation_for
-from .signals import ClientCreated, ResourceCreated
+from .signals import ClientCreated, ResourceCreated, receivers
 
 if TYPE_CHECKING:
+    from ._log import HandlerErrors
     from ._options import Options
+    from .signals import Signal
 
-__all__ = ["CALL_KEY", "Fanout", "Handlers", "enter_call_frame", "exit_call_frame"]
+__all__ = ["CALL_KEY", "CallFrame", "Fanout", "Handlers"]
 
 #: The key of the Call record in botocore's per-call context dict.
 CALL_KEY: Final = "evobs.call"
 
-# before-send gets the prepared request's ``.context`` only from botocore 1.43.68;
-# before that, the attempt in progress is correlated through a context variable
-# (per thread, and per task under asyncio).
-_SEND_HAS_CONTEXT: Final = "context" in inspect.signature(AWSPreparedRequest.__init__).parameters
-_CURRENT_ATTEMPT: Final[contextvars.ContextVar[Attempt | None]] = contextvars.ContextVar(
-    "evobs_current_attempt", default=None
-)
-
-# The calls opened inside one ``_make_api_call`` (the injected base class sets it),
-# so the safety net can close whatever botocore's events left open.
-_CALL_FRAME: Final[contextvars.ContextVar[list[Call] | None]] = contextvars.ContextVar(
-    "evobs_call_frame", default=None
+# Before botocore 1.43.68 before-send has no ``request.context``: the attempt in
+# progress is correlated through a context variable (per thread, per asyncio task).
+_CURRENT_ATTEMPT: Final[contextvars.ContextVar[tuple[Call, Attempt] | None]] = (
+    contextvars.ContextVar("evobs_current_attempt", default=None)
 )
 
 #: Error codes and request ids longer than this (garbage from the wire) are
@@ -81,7 +77,8 @@ def _host_port(url: str) -> tuple[str, int | None] | None:
 
 
 class Fanout:
-    """Delivers each transition to every signal separately: one broken signal costs only itself."""
+    """Each transition's receivers, bound once: a signal that lacks a method is not called,
+    and each receiver is called separately, so one broken signal costs only itself."""
 
     __slots__ = (
         "attempt_ended",
@@ -93,41 +90,78 @@ class Fanout:
         "signals",
     )
 
-    def __init__(self, signals: tuple[Any, ...]) -> None:
+    def __init__(self, signals: tuple[Signal, ...]) -> None:
         self.signals = signals
+        self.call_started = receivers(signals, "call_started")
+        self.attempt_started = receivers(signals, "attempt_started")
+        self.attempt_ended = receivers(signals, "attempt_ended")
+        self.call_ended = receivers(signals, "call_ended")
+        self.client_created = receivers(signals, "client_created")
+        self.resource_created = receivers(signals, "resource_created")
 
-        def bound(method: str) -> tuple[Callable[..., Any], ...]:
-            return tuple(fn for s in signals if callable(fn := getattr(s, method, None)))
 
-        self.call_started = bound("call_started")
-        self.attempt_started = bound("attempt_started")
-        self.attempt_ended = bound("attempt_ended")
-        self.call_ended = bound("call_ended")
-        self.client_created = bound("client_created")
-        self.resource_created = bound("resource_created")
+class CallFrame:
+    """The calls opened inside one ``_make_api_call`` of an instrumented client (whose
+    injected base class opens the frame), so that :meth:`close` can end whatever
+    botocore's events left open: the safety net of DESIGN 2."""
+
+    __slots__ = ("calls", "handlers", "token")
+
+    def __init__(self, handlers: Handlers) -> None:
+        self.handlers = handlers
+        self.calls: list[Call] = []
+        self.token = _CALL_FRAME.set(self)
+
+    def close(self, error: BaseException | None) -> None:
+        try:
+            for call in self.calls:
+                if not call.ended:  # rare: a path with no after-call event
+                    self.handlers.abandon(self.calls, error)
+                    break
+        finally:
+            _CALL_FRAME.reset(self.token)
+
+
+_CALL_FRAME: Final[contextvars.ContextVar[CallFrame | None]] = contextvars.ContextVar(
+    "evobs_call_frame", default=None
+)
 
 
 class Handlers:
-    """The nine handlers of one instrumentation, bound to its options and signals."""
+    """The handlers of one instrumentation, bound to its options and signals."""
 
-    __slots__ = ("enabled", "errors", "fanout", "options")
+    __slots__ = ("enabled", "errors", "fanout", "options", "request_header")
 
-    def __init__(self, options: Options, fanout: Fanout, errors: HandlerErrors) -> None:
+    def __init__(
+        self,
+        options: Options,
+        fanout: Fanout,
+        errors: HandlerErrors,
+        request_header: Callable[[Any], None] | None = None,
+    ) -> None:
         self.options = options
         self.fanout = fanout
         self.errors = errors
+        #: Writes ``X-Amzn-Trace-Id`` into an attempt's headers (None: off).
+        self.request_header = request_header
         #: Shared with every copy of the handlers (clients copy the session's):
         #: ``uninstrument`` clears it, and nothing is recorded after that.
         self.enabled = True
 
-    # -- delivery ---------------------------------------------------------------
+    # -- transitions ----------------------------------------------------------------
 
-    def _deliver(self, transition: str, fns: tuple[Callable[..., Any], ...], *args: Any) -> None:
+    def _deliver(self, transition: str, fns: tuple[Callable[..., None], ...], *args: Any) -> None:
         for fn in fns:
             try:
                 fn(*args)
             except Exception as exc:
                 self.errors.record(transition, exc)
+
+    def _new_call(self, model: Any, context: dict[str, Any], now: int) -> Call:
+        call = Call(operation_for(model), context.get("client_region"), now)
+        call.suppressed = instrumentation_suppressed()
+        context[CALL_KEY] = call
+        return call
 
     def _start(self, call: Call) -> None:
         frame = _CALL_FRAME.get()
@@ -137,61 +171,62 @@ class Handlers:
             # opened here could outlive the call, so the call is not recorded.
             return
         call.started = True
-        frame.append(call)
+        call.owner = self
+        frame.calls.append(call)
         for fn in self.fanout.call_started:  # _deliver, inlined: every call passes here
             try:
                 fn(call)
             except Exception as exc:
                 self.errors.record("call_started", exc)
 
-    def _end(self, call: Call, now: int) -> None:
+    def _end(self, call: Call) -> None:
+        """The call is over: decide its outcome once, close its last attempt, tell the
+        signals, and let go of what it referenced."""
         call.ended = True
         if not call.started:  # never recorded (see ``_start``): nothing to close
-            call.params = None
+            _release(call)
             return
-        call.end_ns = now
+        if call.end_ns is None:
+            call.end_ns = perf_counter_ns()
         outcome = call.outcome = classify(
             call.http_status, call.error_code, call.exception, call.op.modeled_throttling
         )
-        attempts = call.attempts
-        if attempts:
-            last = attempts[-1]
-            if last.end_ns is None:
-                # A success (needs-retry leaves those to the call's end), or needs-retry
-                # never ran: the last attempt ends with the call, with its response.
-                last.end_ns = now
-                last.http_status = call.http_status
-                last.error_code = call.error_code
-                last.error_message = call.error_message
-                last.exception = call.exception
-                last.request_id = call.request_id
-                last.outcome = outcome
-                if self.fanout.attempt_ended:
-                    self._deliver("attempt_ended", self.fanout.attempt_ended, call, last)
-        if outcome != "ok" and self.options.expected_errors:
-            codes = [str(call.http_status)] if call.http_status is not None else []
-            if call.error_type is not None:
-                codes.append(call.error_type)
-            call.expected = self.options.is_expected(call.op.service, call.op.name, codes)
         try:
+            self._close_last_attempt(call, outcome)
+            if outcome != "ok" and self.options.expected_errors:
+                call.expected = self._is_expected(call)
             for fn in self.fanout.call_ended:  # _deliver, inlined: every call passes here
                 try:
                     fn(call)
                 except Exception as exc:
                     self.errors.record("call_ended", exc)
         finally:
-            # Done with what the call referenced: params, and exceptions whose
-            # tracebacks hold botocore's frames (and so the context holding this
-            # record), which would keep the whole call alive until a GC cycle.
-            call.params = None
-            call.exception = None
-            for attempt in attempts:
-                attempt.exception = None
+            _release(call)
 
-    def _new_call(self, model: Any, context: dict[str, Any], now: int) -> Call:
-        call = Call(operation_for(model), context.get("client_region"), now)
-        context[CALL_KEY] = call
-        return call
+    def _close_last_attempt(self, call: Call, outcome: str) -> None:
+        """A success (needs-retry leaves those to the call's end), or an attempt whose
+        needs-retry never ran, ends with the call and carries the call's response."""
+        if not call.attempts:
+            return
+        last = call.attempts[-1]
+        if last.end_ns is not None:
+            return
+        last.end_ns = call.end_ns
+        last.http_status = call.http_status
+        last.error_code = call.error_code
+        last.error_message = call.error_message
+        last.exception = call.exception
+        last.request_id = call.request_id
+        last.outcome = outcome
+        if self.fanout.attempt_ended:
+            self._deliver("attempt_ended", self.fanout.attempt_ended, call, last)
+
+    def _is_expected(self, call: Call) -> bool:
+        codes = [str(call.http_status)] if call.http_status is not None else []
+        error_type = call.error_type
+        if error_type is not None:
+            codes.append(error_type)
+        return self.options.is_expected(call.op.service, call.op.name, codes)
 
     # -- the per-call events ------------------------------------------------------
 
@@ -260,8 +295,8 @@ class Handlers:
                 call.backoff_ns += now - previous.end_ns
             attempt = Attempt(len(attempts) + 1, now)
             attempts.append(attempt)
-            if not _SEND_HAS_CONTEXT:
-                _CURRENT_ATTEMPT.set(attempt)
+            if not PREPARED_REQUEST_HAS_CONTEXT:
+                _CURRENT_ATTEMPT.set((call, attempt))
             if self.fanout.attempt_started:
                 self._deliver("attempt_started", self.fanout.attempt_started, call, attempt)
         except Exception as exc:
@@ -269,14 +304,22 @@ class Handlers:
 
     def before_send(self, request: Any = None, **_: Any) -> None:
         try:
-            if _SEND_HAS_CONTEXT:
+            if PREPARED_REQUEST_HAS_CONTEXT:
                 context = getattr(request, "context", None)
                 call = context.get(CALL_KEY) if context else None
-                attempt = call.attempts[-1] if call is not None and call.attempts else None
+                if call is None or not call.attempts:
+                    return
+                attempt = call.attempts[-1]
             else:
-                attempt = _CURRENT_ATTEMPT.get()
-            if attempt is not None and attempt.sent_ns is None:
+                current = _CURRENT_ATTEMPT.get()
+                if current is None:
+                    return
+                call, attempt = current
+            if attempt.sent_ns is None:
                 attempt.sent_ns = perf_counter_ns()
+            header = self.request_header
+            if header is not None and call.span_context is not None and not call.ended:
+                header(request)
         except Exception as exc:
             self.errors.record("before-send", exc)
 
@@ -333,6 +376,7 @@ class Handlers:
         context: Any = None,
         **_: Any,
     ) -> None:
+        """Records the result (first of every after-call handler); ``call_done`` ends it."""
         try:
             if context is None:
                 return
@@ -343,61 +387,66 @@ class Handlers:
                 if not self.enabled or context.get("is_presign_request") or model is None:
                     return
                 call = self._new_call(model, context, now)
-            if call.ended:
+            if call.ended or call.end_ns is not None:
                 return
             if not call.started:
                 self._start(call)
+            call.end_ns = now
             call.http_status = getattr(http_response, "status_code", None)
             if isinstance(parsed, dict):
+                call.response = parsed
                 meta = _read_parsed(call, parsed)
                 if meta is not None:
                     host_id = meta.get("HostId")
                     call.extended_request_id = str(host_id)[:_MAX_WIRE_TEXT] if host_id else None
-            _read_invocation(call, context)
-            extractor = call.op.extractor
-            if extractor is None:
-                self._end(call, now)
-                return
-            if isinstance(parsed, dict):
-                call.response = parsed
-            try:
-                self._end(call, now)
-            finally:
-                call.response = None
-                if extractor.finish is not None and isinstance(parsed, dict):
+                extractor = call.op.extractor
+                if extractor is not None and extractor.finish is not None:
                     extractor.finish(parsed, context)  # before any user handler sees it
+            _read_invocation(call, context)
         except Exception as exc:
             self.errors.record("after-call", exc)
 
     def after_call_error(self, exception: Any = None, context: Any = None, **_: Any) -> None:
+        """Records the error (first of every after-call-error handler)."""
         try:
             if context is None:
                 return
             call = context.get(CALL_KEY)
-            if call is None or call.ended:
+            if call is None or call.ended or call.end_ns is not None:
                 return
-            now = perf_counter_ns()
+            call.end_ns = perf_counter_ns()
             if not call.started:
                 self._start(call)
             if isinstance(exception, BaseException):
                 call.exception = exception
             _read_invocation(call, context)
-            self._end(call, now)
         except Exception as exc:
             self.errors.record("after-call-error", exc)
 
+    def call_done(self, context: Any = None, **_: Any) -> None:
+        """Ends the call: registered last on the generic ``after-call`` and
+        ``after-call-error``, after the user's own handlers of those events."""
+        try:
+            call = context.get(CALL_KEY) if isinstance(context, dict) else None
+            if call is not None and not call.ended and call.end_ns is not None:
+                (call.owner or self)._end(call)
+        except Exception as exc:
+            self.errors.record("call-done", exc)
+
     # -- the safety net -----------------------------------------------------------
 
-    def abandon(self, frame: list[Call], error: BaseException | None) -> None:
-        """Close what a ``_make_api_call`` left open (a path with no after-call event)."""
-        now = perf_counter_ns()
-        for call in reversed(frame):
+    def abandon(self, calls: list[Call], error: BaseException | None) -> None:
+        """Close what a ``_make_api_call`` left open (a path with no after-call event, or
+        a user's after-call handler that raised before ``call_done``)."""
+        for call in reversed(calls):
             if call.ended:
                 continue
             try:
-                if call.exception is None:
+                # An error raised after the result was recorded (a user's after-call
+                # handler) is the application's, not the AWS call's: the call keeps its result.
+                if call.exception is None and call.end_ns is None:
                     call.exception = error
-                self._end(call, now)
+                (call.owner or self)._end(call)
             except Exception as exc:
                 self.errors.record("abandoned-call", exc)
 
@@ -427,6 +476,17 @@ class Handlers:
             self.errors.record("creating-resource-class", exc)
 
 
+def _release(call: Call) -> None:
+    """Done with what the call referenced: params, the response, and exceptions whose
+    tracebacks hold botocore's frames (and so the context holding this record), which
+    would keep the whole call alive until a GC cycle."""
+    call.params = None
+    call.response = None
+    call.exception = None
+    for attempt in call.attempts:
+        attempt.exception = None
+
+
 def _read_parsed(target: Attempt | Call, parsed: dict[str, Any]) -> dict[str, Any] | None:
     """Error code/message and request id from a parsed response; never touches bodies."""
     meta = parsed.get("ResponseMetadata")
@@ -451,23 +511,3 @@ def _read_invocation(call: Call, context: dict[str, Any]) -> None:
         invocation = retries.get("invocation-id")
         if invocation is not None:
             call.invocation_id = str(invocation)
-
-
-def enter_call_frame() -> tuple[list[Call], contextvars.Token[list[Call] | None]]:
-    frame: list[Call] = []
-    return frame, _CALL_FRAME.set(frame)
-
-
-def exit_call_frame(
-    handlers: Handlers,
-    frame: list[Call],
-    token: contextvars.Token[list[Call] | None],
-    error: BaseException | None,
-) -> None:
-    try:
-        for call in frame:
-            if not call.ended:  # rare: a path with no after-call event
-                handlers.abandon(frame, error)
-                break
-    finally:
-        _CALL_FRAME.reset(token)

@@ -1,32 +1,49 @@
-"""instrument / uninstrument: registration, the injected base class, the handle.
+"""instrument / uninstrument: registration on botocore's event system, and the handle.
 
-Only botocore's event system is used. The base class added at
-creating-client-class (the documented way to extend generated clients) is the
-safety net: its ``_make_api_call`` closes every call that botocore's events left
-open, whatever raised. A client instrumented after its creation gets the same
-base class by a ``__class__`` swap that ``uninstrument`` undoes.
+Only botocore's event system is used: the per-call handlers are registered first on
+``<event>.*.*``, the call's end last on the generic ``after-call`` /
+``after-call-error``, and the safety net (``_client``) is a base class added at
+creating-client-class, the documented way to extend generated clients. A client
+instrumented after its creation gets the same base class by a ``__class__`` swap
+that ``uninstrument`` undoes. Process-wide mode lives in ``_process``.
 """
 
 from __future__ import annotations
 
-import inspect
-import os
+import sys
 import threading
 import weakref
 from time import perf_counter_ns
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from botocore.client import BaseClient
 from botocore.session import Session as BotocoreSession
-from opentelemetry import context as otel_context
 from opentelemetry import trace
-from prometheus_client import REGISTRY, CollectorRegistry
 
-from ._handlers import Fanout, Handlers, enter_call_frame, exit_call_frame
-from ._log import HandlerErrors
+from ._client import base_class_for
+from ._env import truthy
+from ._handlers import Fanout, Handlers
+from ._log import HandlerErrors, get_logger
 from ._options import Options
+from ._propagation import request_header_writer
+from ._transfer import TRANSFER_METHODS, wrap_transfer_methods
 
-__all__ = ["Instrumentation", "instrument", "uninstrument"]
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from .signals import Signal
+
+__all__ = [
+    "INSTALLED",
+    "LOCK",
+    "Instrumentation",
+    "Outputs",
+    "install",
+    "instrument",
+    "resolve_target",
+    "uninstrument",
+    "validate_providers",
+]
 
 #: (event, handler attribute) for the seven per-call events, each registered
 #: first on ``<event>.*.*`` so it runs before every other handler of the event.
@@ -39,92 +56,98 @@ _PER_CALL: Final = (
     ("after-call", "after_call"),
     ("after-call-error", "after_call_error"),
 )
+#: The generic events whose last handler ends the call (after the user's own).
+_CALL_DONE: Final = ("after-call", "after-call-error")
 _UID: Final = "evobs."
 
-_INSTALLED: Final[weakref.WeakKeyDictionary[Any, Instrumentation]] = weakref.WeakKeyDictionary()
-_LOCK: Final = threading.RLock()
+#: Every instrumentation by the event emitter it registered on.
+INSTALLED: Final[weakref.WeakKeyDictionary[Any, Instrumentation]] = weakref.WeakKeyDictionary()
+#: Held while registering or unregistering (botocore's emitter is not safe for that).
+LOCK: Final = threading.RLock()
 
 
-def _truthy(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+# -- what calls are rendered into ------------------------------------------------------
 
 
-# -- the injected base classes ---------------------------------------------------
+class Outputs:
+    """The signals of an instrumentation and what they share, built once from its options
+    (and shared by every session that process-wide mode instruments)."""
+
+    __slots__ = (
+        "errors",
+        "fanout",
+        "options",
+        "registry",
+        "request_header",
+        "signals",
+        "tracer_provider",
+    )
+
+    def __init__(
+        self,
+        options: Options,
+        tracer_provider: trace.TracerProvider | None,
+        registry: CollectorRegistry | None,
+        *,
+        disabled: bool = False,
+    ) -> None:
+        self.options = options
+        self.tracer_provider = tracer_provider
+        self.registry = registry
+        self.errors = HandlerErrors(registry, eager="metrics" in options.signals)
+        self.signals: tuple[Signal, ...] = (
+            () if disabled else _build_signals(options, tracer_provider, registry, self.errors)
+        )
+        self.fanout = Fanout(self.signals)
+        traces_on = any(getattr(s, "name", None) == "traces" for s in self.signals)
+        self.request_header = request_header_writer() if traces_on and options.xray_header else None
+
+    def same(self, options: Options, tracer_provider: Any, registry: Any) -> bool:
+        if self.options != options or self.tracer_provider is not tracer_provider:
+            return False
+        return self.registry is registry or _registry(self.registry) is _registry(registry)
 
 
-class _TimedConstruction:
-    """Times client construction and reports it once the client exists."""
+def _build_signals(
+    options: Options,
+    tracer_provider: trace.TracerProvider | None,
+    registry: CollectorRegistry | None,
+    errors: HandlerErrors,
+) -> tuple[Signal, ...]:
+    """Built-in signals by name, each imported only when enabled, in any order (each
+    reads only the call record), then the user's own signal objects."""
+    out: list[Signal] = []
+    for name in options.signals:
+        if not isinstance(name, str):
+            out.append(name)
+        elif name == "traces":
+            if truthy("OTEL_SDK_DISABLED"):
+                continue
+            from .signals.traces import TracesSignal
 
-    _evobs: Instrumentation | None = None
-    _evobs_class_ns: int = 0
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        inst = self._evobs
-        if inst is not None and inst.enabled and self._evobs_class_ns:
-            meta = getattr(self, "meta", None)
-            service_model = getattr(meta, "service_model", None)
-            service = str(getattr(service_model, "service_id", "unknown"))
-            inst._handlers.client_created(
-                service,
-                getattr(meta, "region_name", None),
-                perf_counter_ns() - self._evobs_class_ns,
-            )
-
-
-class InstrumentedClient(_TimedConstruction):
-    """Base class evobs adds to botocore clients: the call-level safety net."""
-
-    #: The OTel context an s3transfer carrier clone runs its calls in (``_transfer``).
-    _evobs_parent: Any = None
-
-    def _make_api_call(self, operation_name: str, api_params: Any) -> Any:
-        inst = self._evobs
-        if inst is None or not inst.enabled:
-            return super()._make_api_call(operation_name, api_params)  # type: ignore[misc]
-        parent = self._evobs_parent
-        parent_token = None if parent is None else otel_context.attach(parent)
-        frame, token = enter_call_frame()
-        error: BaseException | None = None
-        try:
-            return super()._make_api_call(operation_name, api_params)  # type: ignore[misc]
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
             try:
-                exit_call_frame(inst._handlers, frame, token, error)
-            finally:
-                # The exception's traceback holds this frame: drop the reference
-                # back to it, so a failed call leaves no garbage cycle.
-                error = None
-                if parent_token is not None:
-                    otel_context.detach(parent_token)
+                out.append(TracesSignal(tracer_provider, options, errors))
+            except Exception as exc:
+                # A tracer provider that cannot even give a tracer costs only the traces
+                # (DESIGN 5): counted and logged once, metrics and logs carry on.
+                errors.record("instrument", exc)
+        elif name == "metrics":
+            from .signals.metrics import MetricsSignal
+
+            out.append(MetricsSignal(_registry(registry), options))
+        elif name == "logs":
+            from .signals.logs import LogsSignal
+
+            out.append(LogsSignal(options, registry))
+    return tuple(out)
 
 
-class AsyncInstrumentedClient(_TimedConstruction):
-    """The same safety net for aiobotocore, whose ``_make_api_call`` is a coroutine."""
+def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
+    if registry is not None:
+        return registry
+    from prometheus_client import REGISTRY
 
-    async def _make_api_call(self, operation_name: str, api_params: Any) -> Any:
-        inst = self._evobs
-        if inst is None or not inst.enabled:
-            return await super()._make_api_call(operation_name, api_params)  # type: ignore[misc]
-        frame, token = enter_call_frame()
-        error: BaseException | None = None
-        try:
-            return await super()._make_api_call(operation_name, api_params)  # type: ignore[misc]
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            try:
-                exit_call_frame(inst._handlers, frame, token, error)
-            finally:
-                error = None  # no cycle through the exception's traceback
-
-
-def _is_async(classes: Any) -> bool:
-    return any(inspect.iscoroutinefunction(getattr(cls, "_make_api_call", None)) for cls in classes)
+    return REGISTRY
 
 
 # -- the handle ------------------------------------------------------------------
@@ -137,41 +160,56 @@ class Instrumentation:
         "__weakref__",
         "_client_class",
         "_emitter",
-        "_handlers",
         "_target",
-        "options",
-        "registry",
-        "signals",
-        "tracer_provider",
+        "handlers",
+        "outputs",
+        "process_wide",
     )
 
     def __init__(
         self,
         target: Any,
         emitter: Any,
-        options: Options,
-        tracer_provider: trace.TracerProvider | None,
-        registry: CollectorRegistry,
+        outputs: Outputs,
         *,
         disabled: bool = False,
+        process_wide: bool = False,
     ) -> None:
         self._target = _weak(target)
         self._emitter = _weak(emitter)
-        self.options = options
-        self.tracer_provider = tracer_provider
-        self.registry = registry
+        self.outputs = outputs
         self._client_class: type | None = None
-        self.signals = () if disabled else _build_signals(options, tracer_provider, registry)
-        self._handlers = Handlers(options, Fanout(self.signals), HandlerErrors(registry))
-        self._handlers.enabled = not disabled
+        #: Made by process-wide mode (``instrument_all``): a per-session ``instrument()``
+        #: of the same session replaces it.
+        self.process_wide = process_wide
+        self.handlers = Handlers(
+            outputs.options, outputs.fanout, outputs.errors, outputs.request_header
+        )
+        self.handlers.enabled = not disabled
 
     @property
     def target(self) -> Any:
         return self._target()
 
     @property
+    def options(self) -> Options:
+        return self.outputs.options
+
+    @property
+    def signals(self) -> tuple[Signal, ...]:
+        return self.outputs.signals
+
+    @property
+    def tracer_provider(self) -> trace.TracerProvider | None:
+        return self.outputs.tracer_provider
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        return _registry(self.outputs.registry)
+
+    @property
     def enabled(self) -> bool:
-        return self._handlers.enabled
+        return self.handlers.enabled
 
     def __repr__(self) -> str:
         state = "enabled" if self.enabled else "disabled"
@@ -179,29 +217,30 @@ class Instrumentation:
 
     def uninstrument(self) -> None:
         """Stop recording: clear the shared flag and unregister every reachable handler."""
-        with _LOCK:
-            self._handlers.enabled = False
+        with LOCK:
+            self.handlers.enabled = False
             emitter = self._emitter()
             if emitter is not None:
                 _unregister(emitter)
-                if _INSTALLED.get(emitter) is self:
-                    del _INSTALLED[emitter]
+                if INSTALLED.get(emitter) is self:
+                    del INSTALLED[emitter]
             target = self.target
-            if self._client_class is not None and target is not None:
-                if type(target).__bases__[:1] == (InstrumentedClient,) or type(target).__bases__[
-                    :1
-                ] == (AsyncInstrumentedClient,):
-                    target.__class__ = self._client_class
+            original = self._client_class
+            if original is not None and target is not None:
+                if type(target).__bases__[1:2] == (original,):
+                    target.__class__ = original
                 self._client_class = None
 
     # -- registration -------------------------------------------------------------
 
     def _register_per_call(self, emitter: Any) -> None:
-        handlers = self._handlers
+        handlers = self.handlers
         for event, attr in _PER_CALL:
             emitter.register_first(f"{event}.*.*", getattr(handlers, attr), unique_id=_UID + event)
+        for event in _CALL_DONE:
+            emitter.register_last(event, handlers.call_done, unique_id=f"{_UID}{event}.done")
 
-    def _install_session(self, emitter: Any) -> None:
+    def install_session(self, emitter: Any) -> None:
         emitter.register_first(
             "creating-client-class",
             self._on_creating_client_class,
@@ -209,46 +248,42 @@ class Instrumentation:
         )
         emitter.register_first(
             "creating-resource-class",
-            self._handlers.resource_created,
+            self.handlers.resource_created,
             unique_id=_UID + "creating-resource-class",
         )
         self._register_per_call(emitter)
 
-    def _install_client(self, client: Any) -> None:
+    def install_client(self, client: Any) -> None:
         self._register_per_call(client.meta.events)
         original = type(client)
-        base = AsyncInstrumentedClient if _is_async(original.__mro__) else InstrumentedClient
+        base = base_class_for(original.__mro__)
         attributes: dict[str, Any] = {"_evobs": self, "_evobs_class_ns": 0}
-        if base is InstrumentedClient and hasattr(original, "upload_file"):
-            from ._transfer import TRANSFER_METHODS, wrap_transfer_methods
-
+        if hasattr(original, "upload_file"):
             attributes.update(
                 (n, getattr(original, n)) for n in TRANSFER_METHODS if hasattr(original, n)
             )
             wrap_transfer_methods(attributes)
-        swapped = type(original.__name__, (base, original), attributes)
-        client.__class__ = swapped
+        client.__class__ = type(original.__name__, (base, original), attributes)
         self._client_class = original
 
     def _on_creating_client_class(
         self, class_attributes: Any = None, base_classes: Any = None, **_: Any
     ) -> None:
         try:
-            if not self._handlers.enabled or base_classes is None:
+            if not self.handlers.enabled or base_classes is None:
                 return
-            base = AsyncInstrumentedClient if _is_async(base_classes) else InstrumentedClient
+            base = base_class_for(base_classes)
             if base not in base_classes:
                 base_classes.insert(0, base)
             class_attributes["_evobs"] = self
             class_attributes["_evobs_class_ns"] = perf_counter_ns()
-            if base is InstrumentedClient and "upload_file" in class_attributes:
+            if "upload_file" in class_attributes:
                 # boto3 (on creating-client-class.s3, which runs before this generic
                 # handler) has injected its managed-transfer methods: give them a span.
-                from ._transfer import wrap_transfer_methods
-
                 wrap_transfer_methods(class_attributes)
+            _note_peer_instrumentation()
         except Exception as exc:
-            self._handlers.errors.record("creating-client-class", exc)
+            self.handlers.errors.record("creating-client-class", exc)
 
 
 def _weak(obj: Any) -> Any:
@@ -261,53 +296,41 @@ def _weak(obj: Any) -> Any:
 def _unregister(emitter: Any) -> None:
     for event, _ in _PER_CALL:
         emitter.unregister(f"{event}.*.*", unique_id=_UID + event)
+    for event in _CALL_DONE:
+        emitter.unregister(event, unique_id=f"{_UID}{event}.done")
     emitter.unregister("creating-client-class", unique_id=_UID + "creating-client-class")
     emitter.unregister("creating-resource-class", unique_id=_UID + "creating-resource-class")
 
 
-def _build_signals(
-    options: Options, tracer_provider: trace.TracerProvider | None, registry: CollectorRegistry
-) -> tuple[Any, ...]:
-    """Built-in signals by name (imported only when enabled); traces first, so the
-    span exists when metrics and logs read its trace id."""
-    names = [s for s in options.signals if isinstance(s, str)]
-    out: list[Any] = []
-    if "traces" in names and not _truthy("OTEL_SDK_DISABLED"):
-        from .signals.traces import TracesSignal
+_PEER_NOTED: list[bool] = [False]
 
-        try:
-            out.append(TracesSignal(tracer_provider, options))
-        except Exception as exc:
-            # A tracer provider that cannot even give a tracer costs only the traces
-            # (DESIGN 5): counted and logged once, metrics and logs carry on.
-            HandlerErrors(registry).record("instrument", exc)
-    if "metrics" in names:
-        from .signals.metrics import MetricsSignal
 
-        out.append(MetricsSignal(registry, options))
-    if "logs" in names:
-        from .signals.logs import LogsSignal
-
-        out.append(LogsSignal(options, registry))
-    out.extend(s for s in options.signals if not isinstance(s, str))
-    return tuple(out)
+def _note_peer_instrumentation() -> None:
+    """Log once if opentelemetry-instrumentation-botocore is active too: every call would
+    then get two call spans (``docs/quickstart.md`` says how to pick one)."""
+    if _PEER_NOTED[0]:
+        return
+    module = sys.modules.get("opentelemetry.instrumentation.botocore")
+    if module is None:
+        return
+    try:
+        active = bool(module.BotocoreInstrumentor().is_instrumented_by_opentelemetry)
+    except Exception:
+        return
+    if active and not _PEER_NOTED[0]:
+        _PEER_NOTED[0] = True
+        get_logger().warning(
+            "evobs.peer_instrumentation_active",
+            reason="opentelemetry-instrumentation-botocore also instruments botocore in this "
+            "process: each AWS call gets a span from both. Keep one: disable the other with "
+            "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=botocore (or =evobs).",
+        )
 
 
 # -- the public functions -----------------------------------------------------------
 
 
-def _default_session() -> Any:
-    try:
-        import boto3
-    except ImportError:  # pragma: no cover - boto3 is optional
-        raise TypeError(
-            "evobs.instrument(None) instruments boto3's default session, but boto3 is not "
-            "installed; pass a botocore session or client instead"
-        ) from None
-    return boto3._get_default_session()
-
-
-def _resolve(target: Any) -> tuple[str, Any, Any]:
+def resolve_target(target: Any) -> tuple[str, Any, Any]:
     """(kind, the object to hold, the emitter to register on) for a supported target."""
     if target is None:
         target = _default_session()
@@ -327,6 +350,48 @@ def _resolve(target: Any) -> tuple[str, Any, Any]:
     )
 
 
+def _default_session() -> Any:
+    try:
+        import boto3  # noqa: F401
+    except ImportError:
+        raise TypeError(
+            "evobs.instrument(None) instruments boto3's default session, but boto3 is not "
+            "installed (pip install 'evobs[boto3]'); pass a botocore session or client instead"
+        ) from None
+    from ._compat.botocore import default_boto3_session
+
+    return default_boto3_session()
+
+
+def validate_providers(tracer_provider: Any, registry: Any) -> None:
+    if tracer_provider is not None and not isinstance(tracer_provider, trace.TracerProvider):
+        raise TypeError(
+            "evobs: tracer_provider must be an opentelemetry TracerProvider, "
+            f"got {type(tracer_provider).__name__}"
+        )
+    if registry is not None:
+        from prometheus_client import CollectorRegistry
+
+        if not isinstance(registry, CollectorRegistry):
+            raise TypeError(
+                "evobs: registry must be a prometheus_client CollectorRegistry, "
+                f"got {type(registry).__name__}"
+            )
+
+
+def install(
+    kind: str, obj: Any, emitter: Any, outputs: Outputs, *, process_wide: bool = False
+) -> Instrumentation:
+    """Register one instrumentation on a resolved target (the caller holds ``LOCK``)."""
+    inst = Instrumentation(obj, emitter, outputs, process_wide=process_wide)
+    if kind == "client":
+        inst.install_client(obj)
+    else:
+        inst.install_session(emitter)
+    INSTALLED[emitter] = inst
+    return inst
+
+
 def instrument(
     target: Any = None,
     *,
@@ -336,63 +401,44 @@ def instrument(
 ) -> Instrumentation:
     """Instrument a session or client: every AWS call through it becomes a span,
     metrics and a log event. Idempotent for the same options."""
-    if tracer_provider is not None and not isinstance(tracer_provider, trace.TracerProvider):
-        raise TypeError(
-            "evobs: tracer_provider must be an opentelemetry TracerProvider, "
-            f"got {type(tracer_provider).__name__}"
-        )
-    if registry is not None and not isinstance(registry, CollectorRegistry):
-        raise TypeError(
-            "evobs: registry must be a prometheus_client CollectorRegistry, "
-            f"got {type(registry).__name__}"
-        )
+    validate_providers(tracer_provider, registry)
     opts = Options(**options)
-    kind, obj, emitter = _resolve(target)
-    registry = REGISTRY if registry is None else registry
-    with _LOCK:
-        existing = _INSTALLED.get(emitter)
+    kind, obj, emitter = resolve_target(target)
+    with LOCK:
+        existing = INSTALLED.get(emitter)
         if existing is None and kind == "client":
             owner = getattr(type(obj), "_evobs", None)
             if isinstance(owner, Instrumentation) and owner.enabled:
                 existing = owner
         if existing is not None:
-            if (
-                existing.options == opts
-                and existing.tracer_provider is tracer_provider
-                and existing.registry is registry
-            ):
+            if existing.process_wide:
+                existing.uninstrument()  # per-session options win for their session
+            elif existing.outputs.same(opts, tracer_provider, registry):
                 return existing
-            raise ValueError(
-                f"evobs: {type(obj).__name__} is already instrumented with other options; "
-                "call evobs.uninstrument() on it first"
-            )
-        if _truthy("EVOBS_DISABLED"):
-            return Instrumentation(obj, emitter, opts, tracer_provider, registry, disabled=True)
-        inst = Instrumentation(obj, emitter, opts, tracer_provider, registry)
-        if kind == "client":
-            inst._install_client(obj)
-        else:
-            inst._install_session(emitter)
-        _INSTALLED[emitter] = inst
-        return inst
+            else:
+                raise ValueError(
+                    f"evobs: {type(obj).__name__} is already instrumented with other options; "
+                    "call evobs.uninstrument() on it first"
+                )
+        if truthy("EVOBS_DISABLED"):
+            outputs = Outputs(opts, tracer_provider, registry, disabled=True)
+            return Instrumentation(obj, emitter, outputs, disabled=True)
+        return install(kind, obj, emitter, Outputs(opts, tracer_provider, registry))
 
 
 def uninstrument(target: Any = None) -> None:
     """Undo ``instrument(target)``. Clients created from the session stop recording too."""
     if target is None:
-        try:
-            import boto3
-        except ImportError:  # pragma: no cover
-            return
-        target = boto3.DEFAULT_SESSION
+        boto3 = sys.modules.get("boto3")
+        target = getattr(boto3, "DEFAULT_SESSION", None)
         if target is None:
             return
     if isinstance(target, Instrumentation):
         target.uninstrument()
         return
-    kind, _, emitter = _resolve(target)
-    with _LOCK:
-        inst = _INSTALLED.get(emitter)
+    kind, _, emitter = resolve_target(target)
+    with LOCK:
+        inst = INSTALLED.get(emitter)
         if inst is not None:
             inst.uninstrument()
         elif kind == "client":

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from prometheus_client import CollectorRegistry, Counter
+from . import _selfmetrics
 
-from ._registry import family
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["STDLIB_LOGGER", "EventDict", "HandlerErrors", "get_logger"]
 
@@ -86,19 +87,18 @@ def __getattr__(name: str) -> Any:
 
 
 class HandlerErrors:
-    """Counts evobs's own failures per event and logs each kind once, never raises."""
+    """Counts evobs's own failures per event (``evobs_handler_errors_total``) and logs
+    each kind once; never raises.
 
-    __slots__ = ("_children", "_counter", "_lock", "_seen")
+    ``eager``: the family is registered now (the metrics signal is on, so it shows in the
+    first scrape); otherwise at the first failure, so a process with metrics off does not
+    import prometheus_client for a family that may never be needed."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._counter = family(
-            registry,
-            Counter,
-            "evobs_handler_errors",
-            "Exceptions raised inside evobs (handlers and signals), swallowed so the call "
-            "is unaffected",
-            ("event",),
-        )
+    __slots__ = ("_children", "_counter", "_lock", "_registry", "_seen")
+
+    def __init__(self, registry: CollectorRegistry | None, *, eager: bool = True) -> None:
+        self._registry = registry
+        self._counter: Any = _selfmetrics.handler_errors(registry) if eager else None
         self._children: dict[str, Any] = {}
         self._seen: set[tuple[str, type[BaseException]]] = set()
         self._lock = threading.Lock()
@@ -107,7 +107,10 @@ class HandlerErrors:
         try:
             child = self._children.get(event)
             if child is None:
-                child = self._children[event] = self._counter.labels(event=event)
+                with self._lock:
+                    if self._counter is None:
+                        self._counter = _selfmetrics.handler_errors(self._registry)
+                    child = self._children[event] = self._counter.labels(event=event)
             child.inc()
             key = (event, type(exc))
             if key in self._seen:

@@ -7,9 +7,14 @@ this cache is bounded even when an application creates a client per request.
 from __future__ import annotations
 
 import threading
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from .services import configure_operation
+from .services import traits_for
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import SpanKind
+
+    from .services import Extractor
 
 __all__ = ["Operation", "operation_for"]
 
@@ -39,13 +44,13 @@ class Operation:
         self.name: str = model.name
         self.span_name = f"{self.service}.{self.name}"
         self.modeled_throttling = _modeled_throttling_codes(model)
-        #: Messaging sends need their span while params are still editable.
-        self.early_span = False
-        #: An ``opentelemetry.trace.SpanKind`` when not CLIENT (messaging).
-        self.span_kind: Any = None
+        traits = traits_for(self.service, self.name)
         #: Per-service attributes and messaging hooks (``evobs.services``); None: no cost.
-        self.extractor: Any = None
-        configure_operation(self)
+        self.extractor: Extractor | None = traits.extractor
+        #: CLIENT, or PRODUCER/CONSUMER for messaging operations.
+        self.span_kind: SpanKind = traits.span_kind
+        #: Messaging sends need their span while params are still editable.
+        self.early_span: bool = traits.early_span
 
     def __repr__(self) -> str:
         return f"<Operation {self.span_name}>"

@@ -7,10 +7,12 @@ path reads plain attributes and never re-checks anything.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
-__all__ = ["DEFAULT_DURATION_BUCKETS", "SIGNAL_NAMES", "Options"]
+from ._env import flag
+
+__all__ = ["DEFAULT_DURATION_BUCKETS", "SIGNAL_NAMES", "Options", "options_from_env"]
 
 SIGNAL_NAMES: Final = ("traces", "metrics", "logs")
 
@@ -44,6 +46,11 @@ _KNOWN: Final = frozenset(
         "duration_buckets",
         "retry_log_rate",
         "retry_log_burst",
+        "request_hook",
+        "response_hook",
+        "fast_spans",
+        "xray_header",
+        "peer_service",
     }
 )
 
@@ -62,11 +69,16 @@ class Options:
         "capture_s3_keys",
         "duration_buckets",
         "expected_errors",
+        "fast_spans",
+        "peer_service",
         "propagate_messages",
+        "request_hook",
+        "response_hook",
         "retry_log_burst",
         "retry_log_rate",
         "signals",
         "slow_call_seconds",
+        "xray_header",
     )
 
     signals: tuple[Any, ...]
@@ -78,6 +90,11 @@ class Options:
     duration_buckets: tuple[float, ...]
     retry_log_rate: float
     retry_log_burst: float
+    request_hook: Callable[[Any, Any], None] | None
+    response_hook: Callable[[Any, Any, Any], None] | None
+    fast_spans: bool
+    xray_header: bool
+    peer_service: bool
 
     def __init__(self, **options: Any) -> None:
         unknown = sorted(set(options) - _KNOWN)
@@ -111,6 +128,17 @@ class Options:
                 f"logged before the rate applies), got {burst!r}"
             )
         self.retry_log_burst = float(burst)
+        self.request_hook = _hook("request_hook", options.get("request_hook"))
+        self.response_hook = _hook("response_hook", options.get("response_hook"))
+        self.fast_spans = _bool(
+            "fast_spans", options.get("fast_spans", flag("EVOBS_FAST_SPANS", True))
+        )
+        self.xray_header = _bool(
+            "xray_header", options.get("xray_header", flag("EVOBS_XRAY_HEADER", True))
+        )
+        self.peer_service = _bool(
+            "peer_service", options.get("peer_service", flag("EVOBS_PEER_SERVICE", False))
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Options):
@@ -134,6 +162,12 @@ class Options:
             if allowed and any(c in allowed for c in codes):
                 return True
         return False
+
+
+def _hook(name: str, value: object) -> Any:
+    if value is not None and not callable(value):
+        raise TypeError(f"evobs: option {name!r} must be a callable or None, got {value!r}")
+    return value
 
 
 def _same(a: object, b: object) -> bool:
@@ -219,3 +253,53 @@ def _buckets(value: object) -> tuple[float, ...]:
             f"evobs: 'duration_buckets' must be positive, finite and increasing: {buckets!r}"
         )
     return buckets
+
+
+def options_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``instrument()`` options from ``EVOBS_*`` variables, for instrumentation with no
+    code (``opentelemetry-instrument``): ``EVOBS_SIGNALS`` (``traces,metrics,logs``),
+    ``EVOBS_CAPTURE_PARAMS``, ``EVOBS_CAPTURE_S3_KEYS``, ``EVOBS_PROPAGATE_MESSAGES``,
+    ``EVOBS_SLOW_CALL_SECONDS``, ``EVOBS_EXPECTED_ERRORS``
+    (``S3.HeadObject=404;*=ConditionalCheckFailedException,NoSuchKey``). ``EVOBS_FAST_SPANS``
+    and ``EVOBS_XRAY_HEADER`` are read by :class:`Options` itself. A malformed value
+    raises ``ValueError`` naming the variable."""
+    import os
+
+    env = os.environ if environ is None else environ
+    out: dict[str, Any] = {}
+    signals = env.get("EVOBS_SIGNALS", "").strip()
+    if signals:
+        out["signals"] = tuple(s.strip() for s in signals.split(",") if s.strip())
+    for option in ("capture_params", "capture_s3_keys", "propagate_messages"):
+        raw = env.get(f"EVOBS_{option.upper()}", "").strip().lower()
+        if raw in ("1", "true", "yes", "on"):
+            out[option] = True
+        elif raw in ("0", "false", "no", "off"):
+            out[option] = False
+        elif raw:
+            raise ValueError(f"evobs: EVOBS_{option.upper()} must be true or false, got {raw!r}")
+    slow = env.get("EVOBS_SLOW_CALL_SECONDS", "").strip()
+    if slow:
+        try:
+            out["slow_call_seconds"] = float(slow)
+        except ValueError:
+            raise ValueError(
+                f"evobs: EVOBS_SLOW_CALL_SECONDS must be a number of seconds, got {slow!r}"
+            ) from None
+    expected = env.get("EVOBS_EXPECTED_ERRORS", "").strip()
+    if expected:
+        table: dict[str, set[str]] = {}
+        for entry in expected.split(";"):
+            key, sep, codes = entry.partition("=")
+            if not entry.strip():
+                continue
+            if not sep or not key.strip() or not codes.strip():
+                raise ValueError(
+                    "evobs: EVOBS_EXPECTED_ERRORS entries are 'Service.Operation=code,code' "
+                    f"separated by ';', got {entry!r}"
+                )
+            table.setdefault(key.strip(), set()).update(
+                c.strip() for c in codes.split(",") if c.strip()
+            )
+        out["expected_errors"] = table
+    return out

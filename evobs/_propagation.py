@@ -26,7 +26,7 @@ import binascii
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import context as otel_context
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from ._call import Call
 
 __all__ = [
-    "SKIPPED_ATTRIBUTE",
+    "TRACE_ID_HEADER",
     "extract_context",
     "finish_receive",
     "inject_client_context",
@@ -49,11 +49,12 @@ __all__ = [
     "parse_xray",
     "prepare_receive",
     "receive_links",
+    "request_header_writer",
     "xray_header",
 ]
 
-#: Span attribute: how many messages of the call were sent without trace context.
-SKIPPED_ATTRIBUTE: Final = "aws.sdk.propagation.skipped"
+#: The HTTP header X-Ray reads a caller's trace from (SigV4 never signs it).
+TRACE_ID_HEADER: Final = "X-Amzn-Trace-Id"
 
 MAX_MESSAGE_ATTRIBUTES: Final = 10  # SQS, and SNS raw delivery to SQS
 SQS_MAX_BYTES: Final = 1_048_576  # SQS message and batch payload (1 MiB since 2025)
@@ -87,9 +88,8 @@ def _carrier() -> dict[str, str]:
 
 
 def _skipped(call: Call, count: int) -> None:
-    span = call.span
-    if count and span is not None and span.is_recording():
-        span.set_attribute(SKIPPED_ATTRIBUTE, count)
+    """Messages sent without context: a fact on the record, rendered by the traces signal."""
+    call.propagation_skipped += count
 
 
 def _size(value: Any) -> int:
@@ -208,6 +208,25 @@ def xray_header(span_context: SpanContext) -> str | None:
     return (
         f"Root=1-{trace_id[:8]}-{trace_id[8:]};Parent={span_context.span_id:016x};Sampled={sampled}"
     )
+
+
+def request_header_writer() -> Callable[[Any], None] | None:
+    """A function that writes the current span's ``X-Amzn-Trace-Id`` into an attempt's
+    headers, through the AWS X-Ray propagator package (``evobs[xray]``); None when the
+    package is not installed. A header already there (the user's, or botocore's own in
+    Lambda) is left as it is."""
+    try:
+        from opentelemetry.propagators.aws import AwsXRayPropagator
+    except ImportError:
+        return None
+    inject = AwsXRayPropagator().inject
+
+    def write(request: Any) -> None:
+        headers = request.headers
+        if TRACE_ID_HEADER not in headers:
+            inject(headers)
+
+    return write
 
 
 def parse_xray(header: Any) -> SpanContext | None:
@@ -412,6 +431,22 @@ def _message_carrier(message: Mapping[str, Any]) -> tuple[dict[str, str], Any]:
     return carrier, header
 
 
+def _producer_carrier(message: Mapping[str, Any]) -> tuple[dict[str, str], Any]:
+    """:func:`_message_carrier`, completed with what evobs removed from the response
+    (the context it asked for and the user did not), remembered by message id."""
+    carrier, header = _message_carrier(message)
+    if not _has_fields(carrier):
+        remembered = None
+        message_id = message.get("MessageId", message.get("messageId"))
+        if isinstance(message_id, str):
+            with _REMEMBERED_LOCK:
+                remembered = _REMEMBERED.get(message_id)
+        if remembered:
+            carrier = {**remembered, **carrier}
+            header = header or remembered.get(_XRAY)
+    return carrier, header
+
+
 def _from_envelope(message: Mapping[str, Any]) -> dict[str, str]:
     """SNS notification attributes: in an SQS body (not raw delivery) or a Lambda SNS record."""
     sns = message.get("Sns")
@@ -446,16 +481,7 @@ def extract_context(message: Mapping[str, Any], context: Context | None = None) 
     base = otel_context.get_current() if context is None else context
     if not isinstance(message, Mapping):
         return base
-    carrier, header = _message_carrier(message)
-    if not _has_fields(carrier):
-        remembered = None
-        message_id = message.get("MessageId", message.get("messageId"))
-        if isinstance(message_id, str):
-            with _REMEMBERED_LOCK:
-                remembered = _REMEMBERED.get(message_id)
-        if remembered:
-            carrier = {**remembered, **carrier}
-            header = header or remembered.get(_XRAY)
+    carrier, header = _producer_carrier(message)
     if not _has_fields(carrier):
         carrier = {**_from_envelope(message), **carrier}
     if _has_fields(carrier):
@@ -469,7 +495,8 @@ def extract_context(message: Mapping[str, Any], context: Context | None = None) 
 
 
 def receive_links(parsed: dict[str, Any]) -> list[SpanContext]:
-    """The producers' span contexts of the messages in a ReceiveMessage response."""
+    """The producers' span contexts of the messages in a ReceiveMessage response (read
+    after :func:`finish_receive`, from what it remembered)."""
     messages = parsed.get("Messages")
     if not isinstance(messages, list):
         return []
@@ -479,7 +506,7 @@ def receive_links(parsed: dict[str, Any]) -> list[SpanContext]:
     for message in messages:
         if not isinstance(message, Mapping):
             continue
-        carrier, header = _message_carrier(message)
+        carrier, header = _producer_carrier(message)
         span_context = None
         if any(f in carrier for f in fields):
             extracted = propagate.extract(carrier, context=empty)

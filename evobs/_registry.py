@@ -10,9 +10,10 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from prometheus_client import CollectorRegistry
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["MetricConflictError", "family"]
 
@@ -41,10 +42,13 @@ def family(
         per_registry = _FAMILIES.setdefault(registry, {})
         existing = per_registry.get(name)
         if existing is not None:
-            if type(existing) is not factory or tuple(existing._labelnames) != tuple(labelnames):
+            from ._compat.prometheus import labelnames as labels_of
+
+            existing_labels = labels_of(existing)
+            if type(existing) is not factory or existing_labels != tuple(labelnames):
                 raise MetricConflictError(
                     f"evobs: metric {name!r} already exists in this registry with another "
-                    f"type or labels ({type(existing).__name__} {existing._labelnames})"
+                    f"type or labels ({type(existing).__name__} {existing_labels})"
                 )
             return existing  # type: ignore[no-any-return]
         try:

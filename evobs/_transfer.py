@@ -30,6 +30,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from ._client import is_instrumented
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ def _wrap(name: str, index: int, original: Callable[..., Any]) -> Callable[..., 
             if name == "copy":
                 args, kwargs = _carry_source_client(parent, args, kwargs)
         except Exception as exc:
-            inst._handlers.errors.record("s3-transfer", exc)
+            inst.handlers.errors.record("s3-transfer", exc)
             if token is not None:
                 otel_context.detach(token)
             if span is not None:
@@ -132,17 +133,15 @@ def _carry_source_client(
     parent: otel_context.Context, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """``copy``'s HeadObject runs on ``SourceClient``: carry the context there too."""
-    from ._install import InstrumentedClient
-
     if len(args) > _SOURCE_CLIENT_INDEX:
         source = args[_SOURCE_CLIENT_INDEX]
-        if isinstance(source, InstrumentedClient):
+        if is_instrumented(source):
             args = (
                 *args[:_SOURCE_CLIENT_INDEX],
                 carrying(source, parent),
                 *args[_SOURCE_CLIENT_INDEX + 1 :],
             )
-    elif isinstance(kwargs.get("SourceClient"), InstrumentedClient):
+    elif is_instrumented(kwargs.get("SourceClient")):
         kwargs = {**kwargs, "SourceClient": carrying(kwargs["SourceClient"], parent)}
     return args, kwargs
 

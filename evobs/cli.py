@@ -2,10 +2,11 @@
 
 ``evobs demo`` needs nothing but the ``demo`` extra: AWS is moto's server,
 in-process on a free loopback port, behind the fault proxy that injects
-throttling and 5xx answers. The session is instrumented with all three signals;
-``/metrics`` is served while the workload runs, spans go to OTLP when an
+throttling and 5xx answers. The session is instrumented with all three signals
+(and the AWS service named as each call's peer, ``EVOBS_PEER_SERVICE``, unless set
+otherwise); ``/metrics`` is served while the workload runs, spans go to OTLP when an
 endpoint is given or set (else they stay in memory), and the run ends with a
-summary read at a glance.
+summary read at a glance, naming the traces worth opening in Jaeger.
 """
 
 from __future__ import annotations
@@ -131,7 +132,8 @@ class _DemoRun:
     def run(self) -> int:
         from prometheus_client import CollectorRegistry
 
-        from ._configure import configure, otlp_endpoint_is_set, resolve_otlp_endpoint
+        from ._configure import configure
+        from ._export import otlp_endpoint_is_set, resolve_otlp_endpoint
 
         args = self.args
         endpoint = args.otlp_endpoint or (
@@ -184,7 +186,8 @@ class _DemoRun:
         from opentelemetry.sdk.trace import TracerProvider
 
         from . import instrument
-        from ._configure import build_resource
+        from ._env import flag
+        from ._export import build_resource
         from .demo.summary import SpanCollector, render_summary
         from .demo.workload import EXPECTED_ERRORS, Workload, demo_endpoint, demo_session
 
@@ -203,9 +206,12 @@ class _DemoRun:
                 tracer_provider=provider,
                 registry=registry,
                 expected_errors=EXPECTED_ERRORS,
+                # Name S3, DynamoDB and SQS as each call's peer, so Jaeger draws them as
+                # services (opt-in, as the conventions rate it; EVOBS_PEER_SERVICE=0 wins).
+                peer_service=flag("EVOBS_PEER_SERVICE", True),
             )
             try:
-                workload = Workload(session, faults.url, faults=faults)
+                workload = Workload(session, faults.url, faults=faults, tracer_provider=provider)
                 header = (
                     f"[bold]evobs demo[/]  AWS: moto at {moto_url}, behind the fault proxy at "
                     f"{faults.url}\n            metrics: {telemetry.metrics_url or 'off'}   "
@@ -309,11 +315,16 @@ class _DemoRun:
         self, telemetry: Any, collector: Any, logs: Any, workload: Any, moto_url: str
     ) -> list[tuple[str, str]]:
         faults = workload.chaos.server
-        calls = len(collector.snapshot())
-        traces = (
-            f"{collector.spans_seen:,} spans ({calls:,} calls, {collector.attempt_spans:,} "
-            "attempt spans)"
-        )
+        counts = collector.span_counts
+        parts = [
+            f"{counts['call']:,} call",
+            f"{counts['attempt']:,} attempt",
+            f"{counts['transfer']:,} transfer",
+            f"{counts['application']:,} application",
+        ]
+        if counts["other"]:
+            parts.append(f"{counts['other']:,} other")
+        traces = f"{collector.spans_seen:,} spans ({', '.join(parts)} spans)"
         if telemetry.otlp_endpoint:
             traces += (
                 f", exported over OTLP/HTTP to {telemetry.otlp_endpoint}; dropped: "

@@ -418,28 +418,39 @@ def raising_metrics(monkeypatch: pytest.MonkeyPatch) -> Callable[[tuple[str, ...
     prometheus_client's children and the series of evobs's per-call families alike."""
 
     def arm(kinds: tuple[str, ...]) -> None:
-        methods: dict[str, list[tuple[Any, str]]] = {
-            "counter": [(Counter, "inc"), (_series.CounterSeries, "inc")],
-            "histogram": [(Histogram, "observe"), (_series.HistogramSeries, "observe")],
-            "gauge": [
-                (Gauge, "inc"),
-                (Gauge, "dec"),
-                (Gauge, "set"),
-                (_series.GaugeSeries, "inc"),
-                (_series.GaugeSeries, "dec"),
-            ],
+        children: dict[str, list[tuple[Any, str]]] = {
+            "counter": [(Counter, "inc")],
+            "histogram": [(Histogram, "observe")],
+            "gauge": [(Gauge, "inc"), (Gauge, "dec"), (Gauge, "set")],
+        }
+        # evobs's own series change only through the writer of their lock.
+        series: dict[str, list[tuple[str, type]]] = {
+            "counter": [("inc", _series.CounterSeries)],
+            "histogram": [("observe", _series.HistogramSeries)],
+            "gauge": [("inc", _series.GaugeSeries), ("dec", _series.GaugeSeries)],
         }
         for kind in kinds:
-            for cls, name in methods[kind]:
+            for cls, name in children[kind]:
                 original = getattr(cls, name)
 
                 def raising(self: Any, *a: Any, __o: Any = original, **kw: Any) -> Any:
-                    name = str(getattr(self, "_name", "aws_sdk (evobs series)"))
-                    if name.startswith("aws_sdk"):
+                    if str(getattr(self, "_name", "")).startswith("aws_sdk"):
                         raise Boom(f"{type(self).__name__} observe")
                     return __o(self, *a, **kw)
 
                 monkeypatch.setattr(cls, name, raising)
+        for kind in kinds:
+            for name, target in series[kind]:
+                original = getattr(_series.Writer, name)
+
+                def write(
+                    target_series: Any, *a: Any, __o: Any = original, __t: type = target, **kw: Any
+                ) -> Any:
+                    if isinstance(target_series, __t):
+                        raise Boom(f"{type(target_series).__name__} write")
+                    return __o(target_series, *a, **kw)
+
+                monkeypatch.setattr(_series.Writer, name, staticmethod(write))
 
     return arm
 

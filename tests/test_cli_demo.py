@@ -59,6 +59,7 @@ def test_demo_runs_and_prints_the_summary() -> None:
         "evobs demo summary",
         "Calls by service and operation",
         "Errors by type",
+        "Traces worth opening",
         "Slowest retried call",
         "Telemetry",
     ):
@@ -77,6 +78,31 @@ def test_demo_runs_and_prints_the_summary() -> None:
     assert int(metrics.group(1)) != 9464 and int(metrics.group(3)) >= 5
     assert "kept in memory" in out
     assert "unexpected" not in out
+    total, parts = _span_breakdown(out)
+    assert total == sum(parts.values())
+    assert parts["call"] == int(calls.group(1).replace(",", ""))
+    assert parts["transfer"] >= 1  # the multipart upload's S3.upload_file
+    assert parts["application"] > 0
+    assert _worth_opening(out), out[-3000:]
+
+
+def _span_breakdown(out: str) -> tuple[int, dict[str, int]]:
+    """The Telemetry row's span total and its parts, the table's borders removed."""
+    flat = re.sub(r"[\s│]+", " ", out)
+    found = re.search(
+        r"([\d,]+) spans \(([\d,]+) call, ([\d,]+) attempt, ([\d,]+) transfer, "
+        r"([\d,]+) application spans\)",
+        flat,
+    )
+    assert found, flat[-3000:]
+    total, *counts = (int(g.replace(",", "")) for g in found.groups())
+    return total, dict(zip(("call", "attempt", "transfer", "application"), counts, strict=True))
+
+
+def _worth_opening(out: str) -> list[str]:
+    """The trace ids the "Traces worth opening" table names."""
+    section = out.split("Traces worth opening", 1)[1].split("Slowest retried call", 1)[0]
+    return re.findall(r"\b[0-9a-f]{32}\b", section)
 
 
 def test_demo_exports_to_otlp_endpoint(receiver: OTLPReceiver) -> None:
@@ -89,7 +115,17 @@ def test_demo_exports_to_otlp_endpoint(receiver: OTLPReceiver) -> None:
     assert spans, "no span reached the receiver"
     assert {s.resource["service.name"] for s in spans} == {"evobs-demo"}
     assert {"S3", "DynamoDB", "SQS"} <= {s.attributes.get("rpc.service") for s in spans}
-    assert f"exported over OTLP/HTTP to {receiver.url}; dropped: 0" in done.stdout
+    flat = re.sub(r"[\s│]+", " ", done.stdout)
+    assert f"exported over OTLP/HTTP to {receiver.url}; dropped: 0" in flat
+    # The demo names each call's AWS service as its peer, and works in requests.
+    calls = [s for s in spans if "rpc.service" in s.attributes]
+    assert all(s.attributes["peer.service"] == s.attributes["rpc.service"] for s in calls)
+    assert any(s.scope == "evobs.demo" and s.name == "place order" for s in spans)
+    # Every trace the summary names was exported, and the counts add up.
+    named = _worth_opening(done.stdout)
+    assert named and set(named) <= {s.trace_id for s in spans}
+    total, _ = _span_breakdown(done.stdout)
+    assert total == len(spans)
 
 
 def test_demo_metrics_port_in_use() -> None:
@@ -176,11 +212,16 @@ def test_demo_summary_agrees_with_the_metrics(
     )
     try:
         with FaultServer(upstream=moto_url) as faults:
-            workload = Workload(session, faults.url, faults=faults, seed=3)
+            workload = Workload(
+                session, faults.url, faults=faults, seed=3, tracer_provider=provider
+            )
             workload.run(duration=2.0)
     finally:
         handle.uninstrument()
     assert workload.tally.failures == {}
+    assert collector.spans_seen == sum(collector.span_counts.values())
+    assert collector.span_counts["other"] == 0
+    assert collector.span_counts["call"] == len(collector.snapshot())
     stats = collector.by_operation()
     assert {s.service for s in stats} == {"S3", "DynamoDB", "SQS"}
     for s in stats:

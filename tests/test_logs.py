@@ -561,13 +561,14 @@ def test_suppressed_counter_shared_with_metrics_family(registry: CollectorRegist
     """The suppression counter is created through ``family()`` once per registry, with the
     labels the metrics signal uses, so both signals share it."""
     from evobs._options import Options
-    from evobs.signals.metrics import log_events_suppressed_counter
+    from evobs._selfmetrics import log_events_suppressed as log_events_suppressed_counter
 
     LogsSignal(Options(), registry)
     LogsSignal(Options(), registry)  # a second instrumentation into the same registry
     shared = log_events_suppressed_counter(registry)  # what the metrics signal gets
-    with shared.lock:
-        shared.labels(event="aws.retry").inc()
+    series = shared.labels(event="aws.retry")
+    with series.lock as w:
+        w.inc(series)
     assert (
         registry.get_sample_value("evobs_log_events_suppressed_total", {"event": "aws.retry"}) == 1
     )

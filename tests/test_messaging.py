@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanKind
 import evobs
 from evobs import _propagation as propagation
 
-SKIPPED = propagation.SKIPPED_ATTRIBUTE
+SKIPPED = "aws.sdk.propagation.skipped"
 
 
 def _queue(client: Any) -> str:

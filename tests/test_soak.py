@@ -193,9 +193,9 @@ def _sizes(handle: evobs.Instrumentation, registry: CollectorRegistry) -> dict[s
     out = {
         "operation cache": len(_operation._CACHE),
         "host cache": len(_handlers._HOST_CACHE),
-        "_INSTALLED": len(_install._INSTALLED),
-        "error-log dedupe": len(handle._handlers.errors._seen),
-        "handler-error children": len(handle._handlers.errors._children),
+        "INSTALLED": len(_install.INSTALLED),
+        "error-log dedupe": len(handle.handlers.errors._seen),
+        "handler-error children": len(handle.handlers.errors._children),
         "registry series": sum(len(m.samples) for m in registry.collect()),
     }
     for signal in handle.signals:

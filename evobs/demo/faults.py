@@ -215,6 +215,10 @@ class Fault:
         return self.path is None or re.search(self.path, request.path) is not None
 
 
+#: Request bodies up to this size are kept on the record.
+_KEEP_BODY: Final = 64 * 1024
+
+
 @dataclasses.dataclass(slots=True)
 class RecordedRequest:
     """One request as it arrived, and what the server did with it."""
@@ -237,6 +241,9 @@ class RecordedRequest:
     status: int | None = None
     #: The request id the server put in its answer (None if none or forwarded without one).
     request_id: str | None = None
+    #: The body as received, when small (up to 64 KiB; else empty): enough to re-check a
+    #: signature.
+    body: bytes = b""
 
     def header(self, name: str) -> str | None:
         """A request header, case-insensitively."""
@@ -461,6 +468,7 @@ class _Handler(BaseHTTPRequestHandler):
             style=style,
             body_size=len(body),
             time=time.time(),
+            body=body if len(body) <= _KEEP_BODY else b"",
         )
         fault = owner._record(record)
         record.fault = fault.kind

@@ -18,11 +18,13 @@ if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
 __all__ = [
+    "SPAN_KINDS",
     "AttemptRecord",
     "CallRecord",
     "LogTally",
     "OperationStats",
     "SpanCollector",
+    "TraceRecord",
     "format_ms",
     "live_view",
     "percentile",
@@ -33,6 +35,12 @@ _NS_PER_MS: Final = 1_000_000
 _BAR_WIDTH: Final = 40
 _MAX_CALLS: Final = 200_000
 _MAX_PENDING_ATTEMPTS: Final = 10_000
+_MAX_TRACES: Final = 100_000
+#: The instrumentation scope of the demo's application spans (``workload.APP_SCOPE``).
+_APP_SCOPE: Final = "evobs.demo"
+_EVOBS_SCOPE: Final = "evobs"
+#: The kinds of span the collector counts, in the order the summary names them.
+SPAN_KINDS: Final = ("call", "attempt", "transfer", "application", "other")
 
 
 @dataclass(slots=True)
@@ -74,6 +82,47 @@ class CallRecord:
 
 
 @dataclass(slots=True)
+class TraceRecord:
+    """What one trace holds, as far as the summary cares: its root application span
+    (the request), the units of work in it, and what happened to its AWS calls."""
+
+    trace_id: str
+    spans: int = 0
+    root: str | None = None
+    root_ns: int = 0
+    units: set[str] = field(default_factory=set)
+    #: Units of work (application spans) that failed.
+    failed: set[str] = field(default_factory=set)
+    calls: int = 0
+    retries: int = 0
+    throttled: int = 0
+    expected: int = 0
+    errors: int = 0
+
+    def inside(self) -> str:
+        """A few words on what the trace shows."""
+        parts = [_plural(self.calls, "AWS call")]
+        if self.retries:
+            parts.append(_plural(self.retries, "retry", "retries"))
+        if self.throttled:
+            parts.append(f"{self.throttled} throttled")
+        if self.expected:
+            parts.append(_plural(self.expected, "expected error"))
+        if self.errors:
+            parts.append(_plural(self.errors, "failed call"))
+        followed = sorted(self.units - {self.root or ""})
+        if followed:
+            parts.append("then " + ", ".join(followed))
+        if self.failed:
+            parts.append("failed: " + ", ".join(sorted(self.failed)))
+        return ", ".join(parts)
+
+
+def _plural(count: int, word: str, plural: str | None = None) -> str:
+    return f"{count:,} {word if count == 1 else plural or word + 's'}"
+
+
+@dataclass(slots=True)
 class OperationStats:
     """Aggregates of one service/operation."""
 
@@ -106,18 +155,22 @@ def format_ms(ns: float) -> str:
 
 
 class SpanCollector:
-    """A span processor that keeps a small record of every evobs call span.
+    """A span processor that keeps a small record of every span the demo produces.
 
     Attempt spans end before their call span (the traces signal creates them when
-    the call ends), so a call's attempts are complete when the call arrives.
+    the call ends), so a call's attempts are complete when the call arrives. Every
+    span is counted in exactly one kind: call, attempt, transfer (``S3.upload_file``),
+    application (the workload's own spans) or other.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.calls: list[CallRecord] = []
         self._attempts: dict[int, list[AttemptRecord]] = {}
+        self._traces: dict[str, TraceRecord] = {}
         self.spans_seen = 0
-        self.attempt_spans = 0
+        #: Spans by kind; they add up to ``spans_seen``.
+        self.span_counts: dict[str, int] = dict.fromkeys(SPAN_KINDS, 0)
 
     # -- SpanProcessor --------------------------------------------------------------------
 
@@ -128,15 +181,39 @@ class SpanCollector:
         pass
 
     def on_end(self, span: ReadableSpan) -> None:
+        from opentelemetry.trace import SpanKind
+
         attributes = span.attributes or {}
+        scope = span.instrumentation_scope
+        scope_name = scope.name if scope is not None else None
+        if span.start_time is None:
+            kind = "other"
+        elif scope_name == _APP_SCOPE:
+            kind = "application"
+        elif span.name.endswith(" attempt") and "http.request.resend_count" in attributes:
+            kind = "attempt"
+        elif "aws-api" in (attributes.get("rpc.system"), attributes.get("rpc.system.name")):
+            kind = "call"
+        elif scope_name == _EVOBS_SCOPE and span.kind is SpanKind.INTERNAL:
+            kind = "transfer"
+        else:
+            kind = "other"
         with self._lock:
             self.spans_seen += 1
-        if span.start_time is None:
-            return
-        if span.name.endswith(" attempt") and "http.request.resend_count" in attributes:
+            self.span_counts[kind] += 1
+            trace = self._trace(span)
+            if trace is not None:
+                trace.spans += 1
+        if kind == "attempt":
             self._attempt(span, attributes)
-        elif attributes.get("rpc.system") == "aws-api":
+        elif kind == "call":
             self._call(span, attributes)
+        elif kind == "application":
+            self._application(span)
+
+    @property
+    def attempt_spans(self) -> int:
+        return self.span_counts["attempt"]
 
     def shutdown(self) -> None:
         pass
@@ -145,6 +222,17 @@ class SpanCollector:
         return True
 
     # -- records --------------------------------------------------------------------------
+
+    def _trace(self, span: ReadableSpan) -> TraceRecord | None:
+        """The span's trace record (the lock held); None past the bound."""
+        context = span.context
+        if context is None:
+            return None
+        trace_id = f"{context.trace_id:032x}"
+        trace = self._traces.get(trace_id)
+        if trace is None and len(self._traces) < _MAX_TRACES:
+            trace = self._traces[trace_id] = TraceRecord(trace_id)
+        return trace
 
     def _attempt(self, span: ReadableSpan, attributes: Any) -> None:
         parent = span.parent
@@ -159,7 +247,6 @@ class SpanCollector:
             http_status=_int_or_none(attributes.get("http.response.status_code")),
         )
         with self._lock:
-            self.attempt_spans += 1
             if len(self._attempts) >= _MAX_PENDING_ATTEMPTS:
                 self._attempts.clear()
             self._attempts.setdefault(parent.span_id, []).append(record)
@@ -177,9 +264,10 @@ class SpanCollector:
             throttled = sum(1 for a in attempt_records if a.outcome == "throttled")
         else:
             throttled = 1 if outcome == "throttled" else 0
+        service, operation = _service_and_operation(span.name, attributes)
         record = CallRecord(
-            service=str(attributes.get("rpc.service", "?")),
-            operation=str(attributes.get("rpc.method", span.name)),
+            service=service,
+            operation=operation,
             start_ns=span.start_time or 0,
             end_ns=span.end_time or span.start_time or 0,
             outcome=outcome,
@@ -194,12 +282,40 @@ class SpanCollector:
         with self._lock:
             if len(self.calls) < _MAX_CALLS:
                 self.calls.append(record)
+            trace = self._trace(span)
+            if trace is not None:
+                trace.calls += 1
+                trace.retries += max(0, attempts - 1)
+                trace.throttled += throttled
+                if outcome != "ok":
+                    if record.expected:
+                        trace.expected += 1
+                    else:
+                        trace.errors += 1
+
+    def _application(self, span: ReadableSpan) -> None:
+        from opentelemetry.trace import StatusCode
+
+        with self._lock:
+            trace = self._trace(span)
+            if trace is None:
+                return
+            trace.units.add(span.name)
+            if span.status.status_code is StatusCode.ERROR:
+                trace.failed.add(span.name)
+            if span.parent is None:
+                trace.root = span.name
+                trace.root_ns = (span.end_time or 0) - (span.start_time or 0)
 
     # -- views ----------------------------------------------------------------------------
 
     def snapshot(self) -> list[CallRecord]:
         with self._lock:
             return list(self.calls)
+
+    def traces(self) -> list[TraceRecord]:
+        with self._lock:
+            return list(self._traces.values())
 
     def by_operation(self) -> list[OperationStats]:
         """Per service/operation aggregates, busiest first within each service."""
@@ -246,6 +362,49 @@ class SpanCollector:
     def slowest_retried(self) -> CallRecord | None:
         retried = [c for c in self.snapshot() if c.attempts > 1 and c.attempt_records]
         return max(retried, key=lambda c: c.duration_ns, default=None)
+
+    def worth_opening(self) -> list[tuple[str, TraceRecord]]:
+        """The traces a person should open first, each with why: the slowest order, an
+        order with a throttled retry inside, one followed through the queue, a resubmitted
+        order (an expected error), the multipart upload, a request that failed. A
+        different trace for each reason when there is one; else the reasons are merged."""
+        traces = self.traces()
+        orders = [t for t in traces if t.root == "place order"]
+        reasons: list[tuple[str, list[TraceRecord]]] = [
+            ("slowest order", orders),
+            ("order with a throttled retry", [t for t in orders if t.throttled]),
+            (
+                "order followed through the queue",
+                [t for t in orders if "process order event" in t.units],
+            ),
+            ("resubmitted order (expected error)", [t for t in orders if t.expected]),
+            (
+                "multipart upload, one part throttled",
+                [t for t in traces if t.root == "archive orders"],
+            ),
+            ("request that failed", [t for t in traces if t.failed]),
+        ]
+        picked: dict[str, list[str]] = {}  # trace id -> reasons, in order
+        by_id = {t.trace_id: t for t in traces}
+        for reason, candidates in reasons:
+            ranked = sorted(candidates, key=lambda t: -t.root_ns)
+            fresh = [t for t in ranked if t.trace_id not in picked]
+            if fresh:
+                picked[fresh[0].trace_id] = [reason]
+            elif ranked:
+                picked[ranked[0].trace_id].append(reason)
+        return [("; ".join(why), by_id[trace_id]) for trace_id, why in picked.items()]
+
+
+def _service_and_operation(name: str, attributes: Any) -> tuple[str, str]:
+    """The call's service and operation, under either generation of the RPC attributes
+    (the span name, ``Service.Operation``, is the same in both)."""
+    service = attributes.get("rpc.service")
+    method = attributes.get("rpc.method")
+    if isinstance(service, str) and isinstance(method, str):
+        return service, method
+    head, _, tail = name.partition(".")
+    return head or "?", tail or name
 
 
 class LogTally:
@@ -503,6 +662,35 @@ def _waterfall(call: CallRecord, exported: bool) -> Any:
     return table
 
 
+def _worth_opening_table(collector: SpanCollector, exported: bool) -> Any:
+    from rich.table import Table
+
+    caption = (
+        "Paste a trace id into Jaeger's search (http://localhost:16686 with "
+        "exporters/compose.yaml) to see its waterfall."
+        if exported
+        else "The spans stayed in memory: run with --otlp-endpoint http://localhost:4318 "
+        "(exporters/compose.yaml) to open these traces in Jaeger."
+    )
+    table = Table(
+        title="Traces worth opening",
+        title_justify="left",
+        title_style="bold",
+        caption=caption,
+        caption_justify="left",
+    )
+    table.add_column("What")
+    table.add_column("Trace id", no_wrap=True)
+    table.add_column("Request", justify="right")
+    table.add_column("Spans", justify="right")
+    table.add_column("Inside")
+    for label, trace in collector.worth_opening():
+        table.add_row(
+            label, trace.trace_id, format_ms(trace.root_ns), str(trace.spans), trace.inside()
+        )
+    return table
+
+
 def render_summary(
     console: Console,
     collector: SpanCollector,
@@ -511,7 +699,8 @@ def render_summary(
     telemetry_rows: Sequence[tuple[str, str]],
     exported: bool = False,
 ) -> None:
-    """Print the end-of-run summary: operations, errors, the slowest retried call, telemetry."""
+    """Print the end-of-run summary: operations, errors, the traces worth opening, the
+    slowest retried call, telemetry."""
     from rich.rule import Rule
     from rich.table import Table
 
@@ -522,6 +711,7 @@ def render_summary(
     )
     console.print(_operations_table(collector))
     console.print(_errors_table(collector))
+    console.print(_worth_opening_table(collector, exported))
     slowest = collector.slowest_retried()
     if slowest is not None:
         console.print(_waterfall(slowest, exported))

@@ -5,9 +5,9 @@ it; adding a service is adding one entry (and its module, which defines ``SPEC``
 Modules are imported on first use, so a process that never calls Kinesis never
 imports the Kinesis extractor.
 
-Everything here is computed once per operation (:func:`configure_operation`, called
-when evobs first sees an operation) or, per call, only for sampled spans and only
-from what is already in hand: the user's params and botocore's parsed response.
+Everything here is computed once per operation (:func:`traits_for`, called when
+evobs first sees an operation) or, per call, only for sampled spans and only from
+what is already in hand: the user's params and botocore's parsed response.
 """
 
 from __future__ import annotations
@@ -18,14 +18,22 @@ from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry.trace import SpanKind
 
+from .._log import get_logger
 from . import _semconv
 
 if TYPE_CHECKING:
     from .._call import Call
-    from .._operation import Operation
     from .._options import Options
 
-__all__ = ["SERVICES", "Extractor", "ServiceSpec", "configure_operation", "rpc_attributes"]
+__all__ = [
+    "SERVICES",
+    "Extractor",
+    "OperationTraits",
+    "ServiceSpec",
+    "peer_attributes",
+    "rpc_attributes",
+    "traits_for",
+]
 
 #: service id (``model.service_model.service_id``) -> module under ``evobs.services``.
 SERVICES: Final[Mapping[str, str]] = {
@@ -135,27 +143,55 @@ def _spec(service: str) -> ServiceSpec | None:
     return spec
 
 
-def configure_operation(op: Operation) -> None:
-    """Set ``op.extractor``, ``op.span_kind`` and ``op.early_span`` once per operation."""
+class OperationTraits:
+    """What the services table says about one operation: its extractor (None: no per-call
+    cost), its span kind, and whether its span must exist while params are editable."""
+
+    __slots__ = ("early_span", "extractor", "span_kind")
+
+    def __init__(
+        self,
+        extractor: Extractor | None = None,
+        span_kind: SpanKind = SpanKind.CLIENT,
+        early_span: bool = False,
+    ) -> None:
+        self.extractor = extractor
+        self.span_kind = span_kind
+        #: Messaging sends carry their own span's context into the message.
+        self.early_span = early_span
+
+    def __repr__(self) -> str:
+        return f"<OperationTraits {self.extractor} {self.span_kind.name} early={self.early_span}>"
+
+
+_PLAIN: Final = OperationTraits()
+
+
+def traits_for(service: str, operation: str) -> OperationTraits:
+    """The traits of one operation (computed once per operation by ``_operation``)."""
     try:
-        spec = _spec(op.service)
-        extractor = None if spec is None else Extractor(op.name, spec)
+        spec = _spec(service)
+        if spec is None:
+            return _PLAIN
+        extractor = Extractor(operation, spec)
     except Exception as exc:  # a broken extractor costs its attributes, never the call
-        from .._log import logger
-
-        logger.warning("evobs.extractor_failed", service=op.service, error=repr(exc))
-        return
-    if spec is None or extractor is None:
-        return
-    op.extractor = extractor
-    kind = spec.kinds.get(op.name)
-    if kind is not None:
-        op.span_kind = kind
-    # Operations that inject their own span's context need it while params are editable.
-    op.early_span = extractor.injects
+        get_logger().warning("evobs.extractor_failed", service=service, error=repr(exc))
+        return _PLAIN
+    return OperationTraits(
+        extractor,
+        spec.kinds.get(operation, SpanKind.CLIENT),
+        # Operations that inject their own span's context need it while params are editable.
+        extractor.injects,
+    )
 
 
-def rpc_attributes(service: str, method: str) -> dict[str, Any]:
+def peer_attributes(service: str) -> dict[str, Any]:
+    """The AWS service as the peer (``service.peer.name``, ``peer.service``)."""
+    return _semconv.peer(service)
+
+
+def rpc_attributes(service: str, method: str, peer_service: bool = False) -> dict[str, Any]:
     """The RPC attributes of an operation, in the generation ``OTEL_SEMCONV_STABILITY_OPT_IN``
-    asks for (computed once per operation by the traces signal)."""
-    return _semconv.rpc(service, method)
+    asks for, and the AWS service as the peer when ``peer_service`` (computed once per
+    operation by the traces signal)."""
+    return _semconv.rpc(service, method, peer_service=peer_service)

@@ -7,12 +7,13 @@ them for one backend. The built-in signals are ``traces``, ``metrics`` and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from .._call import Attempt, Call
 
-__all__ = ["ClientCreated", "ResourceCreated", "Signal"]
+__all__ = ["ClientCreated", "ResourceCreated", "Signal", "SignalBase", "receivers"]
 
 
 class ClientCreated:
@@ -61,3 +62,40 @@ class Signal(Protocol):
     def client_created(self, event: ClientCreated) -> None: ...
 
     def resource_created(self, event: ResourceCreated) -> None: ...
+
+
+class SignalBase:
+    """A :class:`Signal` whose every method does nothing: subclass it and define only the
+    transitions you render. The no-op methods are recognised and never called, so
+    they cost nothing per call."""
+
+    __slots__ = ()
+
+    def call_started(self, call: Call) -> None:
+        """The call's span would start here: params are known, the endpoint too."""
+
+    def attempt_started(self, call: Call, attempt: Attempt) -> None:
+        """An HTTP attempt starts (the second and later ones are retries)."""
+
+    def attempt_ended(self, call: Call, attempt: Attempt) -> None:
+        """An attempt ended with a status, an error code or an exception."""
+
+    def call_ended(self, call: Call) -> None:
+        """The call is over: outcome, attempts, durations are final."""
+
+    def client_created(self, event: ClientCreated) -> None:
+        """A botocore client was built."""
+
+    def resource_created(self, event: ResourceCreated) -> None:
+        """A boto3 resource class was built."""
+
+
+def receivers(signals: tuple[Signal, ...], method: str) -> tuple[Callable[..., None], ...]:
+    """The bound ``method`` of every signal that really has it (not :class:`SignalBase`'s
+    no-op, not missing on a user's partial signal object)."""
+    noop = getattr(SignalBase, method)
+    return tuple(
+        getattr(s, method)
+        for s in signals
+        if callable(getattr(s, method, None)) and getattr(type(s), method, None) is not noop
+    )

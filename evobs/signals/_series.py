@@ -2,28 +2,31 @@
 
 prometheus_client's ``Histogram.observe`` takes two locks and walks the buckets in
 Python; a call makes about seven such updates, about 10 µs inside a real call.
-These families keep plain numbers instead, which the metrics signal updates under
-one lock per call transition (:attr:`HistogramFamily.lock`, shared by every family
-of a registry), and render the same exposition (buckets, ``_count``, ``_sum``,
-``_created``, exemplars) when the registry is collected.
+These families keep plain numbers instead, and render the same exposition (buckets,
+``_count``, ``_sum``, ``_created``, exemplars) when the registry is collected.
 
-The series classes have prometheus_client's child methods (``observe``, ``inc``,
-``dec``), so the signal has one code path: in prometheus_client's multiprocess mode,
-where values must live in its files, the families are prometheus_client's own and
-the per-call lock is a no-op.
+The lock rule is structural: a series has no method that changes it. Every series
+belongs to a :class:`SeriesLock` (one per registry and first label value: for the
+per-call families, one per AWS service, so calls to different services never wait
+for each other), and its numbers change only through the :class:`Writer` that
+``with series.lock as w:`` hands out while the lock is held; ``collect()`` reads
+each series under its lock. In prometheus_client's multiprocess mode, where values
+must live in its files, the families are prometheus_client's own and
+:data:`PROMETHEUS_CHILDREN` hands out a writer that calls their own (locking)
+methods: the signal has one code path.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import weakref
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from itertools import accumulate
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from prometheus_client import CollectorRegistry
-from prometheus_client import metrics as _prom_metrics
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -33,23 +36,164 @@ from prometheus_client.metrics_core import (
 from prometheus_client.samples import Exemplar, Sample
 from prometheus_client.utils import INF, floatToGoString
 
+from .._compat.prometheus import use_created
+
 __all__ = [
+    "PROMETHEUS_CHILDREN",
     "CounterFamily",
     "CounterSeries",
     "GaugeFamily",
     "GaugeSeries",
     "HistogramFamily",
     "HistogramSeries",
+    "LockTable",
+    "SeriesLock",
     "ValueSeries",
+    "Writer",
+    "lock_of",
 ]
+
+
+class Writer:
+    """The only way to change evobs's series: handed out by a held :class:`SeriesLock`."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def observe(
+        series: HistogramSeries, amount: float, exemplar: dict[str, str] | None = None
+    ) -> None:
+        index = bisect_left(series.bounds, amount)  # the first bucket with amount <= le
+        series.counts[index] += 1
+        series.sum += amount
+        if exemplar:
+            exemplars = series.exemplars
+            if exemplars is None:
+                exemplars = series.exemplars = [None] * len(series.counts)
+            exemplars[index] = Exemplar(exemplar, amount, time.time())
+
+    @staticmethod
+    def inc(series: ValueSeries, amount: float = 1) -> None:
+        series.value += amount
+
+    @staticmethod
+    def dec(series: ValueSeries, amount: float = 1) -> None:
+        series.value -= amount
+
+
+_WRITER: Final = Writer()
+
+
+class SeriesLock:
+    """Guards a group of series: ``with lock as w:`` holds it and gives the writer."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Writer:
+        self._lock.acquire()
+        return _WRITER
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def reset(self) -> None:
+        """A new, free lock (in a forked child, where another thread may have held it)."""
+        self._lock = threading.Lock()
+
+
+class _PrometheusWriter:
+    """The writer for prometheus_client's own children, which lock themselves."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def observe(child: Any, amount: float, exemplar: dict[str, str] | None = None) -> None:
+        child.observe(amount)
+
+    @staticmethod
+    def inc(child: Any, amount: float = 1) -> None:
+        child.inc(amount)
+
+    @staticmethod
+    def dec(child: Any, amount: float = 1) -> None:
+        child.dec(amount)
+
+
+class _PrometheusChildren:
+    """``with PROMETHEUS_CHILDREN as w:``: no lock of evobs's, the same writer interface."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> Writer:
+        return _PROMETHEUS_WRITER  # type: ignore[return-value]  # the same methods
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+_PROMETHEUS_WRITER: Final = _PrometheusWriter()
+#: The "lock" of prometheus_client's children (multiprocess mode).
+PROMETHEUS_CHILDREN: Final = _PrometheusChildren()
+
+
+def lock_of(series: Any) -> SeriesLock | _PrometheusChildren:
+    """The lock to hold while writing ``series`` (any family's child)."""
+    lock = getattr(series, "lock", None)
+    return lock if isinstance(lock, SeriesLock) else PROMETHEUS_CHILDREN
+
+
+class LockTable:
+    """One :class:`SeriesLock` per first label value, shared by every evobs family of a
+    registry, so the series one call writes (all keyed by its service) share one lock."""
+
+    __slots__ = ("__weakref__", "_guard", "_locks")
+
+    def __init__(self) -> None:
+        self._locks: dict[str, SeriesLock] = {}
+        self._guard = threading.Lock()
+
+    def lock(self, key: str) -> SeriesLock:
+        found = self._locks.get(key)
+        if found is None:
+            with self._guard:
+                found = self._locks.setdefault(key, SeriesLock())
+        return found
+
+    def reset(self) -> None:
+        """Every lock free again (a forked child)."""
+        self._guard = threading.Lock()
+        for lock in list(self._locks.values()):
+            lock.reset()
+
+    @classmethod
+    def of(cls, registry: CollectorRegistry | None) -> LockTable:
+        """The table of a registry (one per registry; a private one without)."""
+        if registry is None:
+            return cls()
+        with _TABLES_GUARD:
+            table = _TABLES.get(registry)
+            if table is None:
+                table = _TABLES[registry] = cls()
+            return table
+
+
+_TABLES: Final[weakref.WeakKeyDictionary[CollectorRegistry, LockTable]] = (
+    weakref.WeakKeyDictionary()
+)
+_TABLES_GUARD: Final = threading.Lock()
 
 
 class HistogramSeries:
     """One labelled histogram: per-bucket (not cumulative) counts, the sum, exemplars."""
 
-    __slots__ = ("bounds", "counts", "created", "exemplar_due", "exemplars", "sum")
+    __slots__ = ("bounds", "counts", "created", "exemplar_due", "exemplars", "lock", "sum")
 
-    def __init__(self, bounds: tuple[float, ...]) -> None:
+    def __init__(self, bounds: tuple[float, ...], lock: SeriesLock) -> None:
+        #: Held to write (its :class:`Writer`) and to read this series.
+        self.lock = lock
         self.bounds = bounds  # without +Inf: bisect gives len(bounds) for the +Inf bucket
         self.counts = [0] * (len(bounds) + 1)
         self.sum = 0.0
@@ -59,34 +203,17 @@ class HistogramSeries:
         self.exemplar_due: list[int] | None = None
         self.created = time.time()
 
-    def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
-        """Caller holds the family's lock."""
-        index = bisect_left(self.bounds, amount)  # the first bucket with amount <= le
-        self.counts[index] += 1
-        self.sum += amount
-        if exemplar:
-            exemplars = self.exemplars
-            if exemplars is None:
-                exemplars = self.exemplars = [None] * len(self.counts)
-            exemplars[index] = Exemplar(exemplar, amount, time.time())
-
 
 class ValueSeries:
     """One labelled counter or gauge."""
 
-    __slots__ = ("created", "value")
+    __slots__ = ("created", "lock", "value")
 
-    def __init__(self) -> None:
+    def __init__(self, lock: SeriesLock) -> None:
+        #: Held to write (its :class:`Writer`) and to read this series.
+        self.lock = lock
         self.value = 0.0
         self.created = time.time()
-
-    def inc(self, amount: float = 1) -> None:
-        """Caller holds the family's lock."""
-        self.value += amount
-
-    def dec(self, amount: float = 1) -> None:
-        """Caller holds the family's lock."""
-        self.value -= amount
 
 
 class CounterSeries(ValueSeries):
@@ -105,7 +232,7 @@ class _Family:
     """A registry collector holding labelled series; created through ``_registry.family``
     with prometheus_client's constructor signature."""
 
-    __slots__ = ("__weakref__", "_documentation", "_labelnames", "_name", "_series", "lock")
+    __slots__ = ("__weakref__", "_documentation", "_labelnames", "_locks", "_name", "_series")
 
     #: prometheus_client's name for the type (as its own families have it).
     _type: ClassVar[str]
@@ -116,7 +243,6 @@ class _Family:
         documentation: str,
         labelnames: Iterable[str] = (),
         registry: CollectorRegistry | None = None,
-        lock: Any = None,
     ) -> None:
         if not name or not documentation:
             raise ValueError("a metric family needs a name and a documentation string")
@@ -124,8 +250,8 @@ class _Family:
         self._documentation = documentation
         self._labelnames = tuple(labelnames)
         self._series: dict[tuple[str, ...], Any] = {}
-        #: Held by the metrics signal around each call's updates, and by collect().
-        self.lock = lock if lock is not None else threading.RLock()
+        #: The registry's locks: a series gets the one of its first label value.
+        self._locks = LockTable.of(registry)
         if registry is not None:
             registry.register(self)  # ValueError on a name clash, as prometheus_client
 
@@ -140,13 +266,14 @@ class _Family:
         key = tuple(str(v) for v in values)
         series = self._series.get(key)
         if series is None:
-            with self.lock:
+            lock = self._locks.lock(key[0] if key else "")
+            with lock:
                 series = self._series.get(key)
                 if series is None:
-                    series = self._series[key] = self._new_series()
+                    series = self._series[key] = self._new_series(lock)
         return series
 
-    def _new_series(self) -> Any:
+    def _new_series(self, lock: SeriesLock) -> Any:
         raise NotImplementedError
 
     def describe(self) -> list[Metric]:
@@ -163,7 +290,7 @@ def _created(
     family: Metric, name: str, labelnames: Sequence[str], key: Any, created: float
 ) -> None:
     """The ``_created`` sample prometheus_client adds after each series (unless disabled)."""
-    if getattr(_prom_metrics, "_use_created", True):
+    if use_created():
         labels = dict(zip(labelnames, key, strict=True))
         family.samples.append(Sample(name + "_created", labels, created))
 
@@ -181,7 +308,6 @@ class HistogramFamily(_Family):
         documentation: str,
         labelnames: Iterable[str] = (),
         registry: CollectorRegistry | None = None,
-        lock: Any = None,
         buckets: Sequence[float] = (),
     ) -> None:
         bounds = tuple(float(b) for b in buckets if b != INF)
@@ -190,27 +316,21 @@ class HistogramFamily(_Family):
         self._bounds = bounds
         self._upper_bounds = (*bounds, INF)  # prometheus_client's attribute, for conflict checks
         self._le = (*(floatToGoString(b) for b in bounds), "+Inf")  # type: ignore[no-untyped-call]
-        super().__init__(name, documentation, labelnames, registry, lock)
+        super().__init__(name, documentation, labelnames, registry)
 
-    def _new_series(self) -> HistogramSeries:
-        return HistogramSeries(self._bounds)
+    def _new_series(self, lock: SeriesLock) -> HistogramSeries:
+        return HistogramSeries(self._bounds, lock)
 
     def _empty(self) -> HistogramMetricFamily:
         return HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
 
     def collect(self) -> Iterable[Metric]:
         family = self._empty()
-        with self.lock:  # a consistent snapshot: counts, sum and exemplars of one instant
-            rows = [
-                (
-                    key,
-                    list(s.counts),
-                    s.sum,
-                    None if s.exemplars is None else list(s.exemplars),
-                    s.created,
-                )
-                for key, s in self._series.items()
-            ]
+        rows = []
+        for key, s in list(self._series.items()):
+            with s.lock:  # a consistent snapshot: counts, sum and exemplars of one instant
+                exemplars = None if s.exemplars is None else list(s.exemplars)
+                rows.append((key, list(s.counts), s.sum, exemplars, s.created))
         for key, counts, total, exemplars, created in rows:
             buckets: list[Any] = []
             for i, cumulative in enumerate(accumulate(counts)):
@@ -235,8 +355,10 @@ class _ValueFamily(_Family):
 
     def collect(self) -> Iterable[Metric]:
         family = self._empty()
-        with self.lock:
-            rows = [(key, s.value, s.created) for key, s in self._series.items()]
+        rows = []
+        for key, s in list(self._series.items()):
+            with s.lock:
+                rows.append((key, s.value, s.created))
         for key, value, created in rows:
             family.add_metric(key, value)
             if self._with_created:
@@ -252,8 +374,8 @@ class CounterFamily(_ValueFamily):
     _type = "counter"
     _with_created = True
 
-    def _new_series(self) -> CounterSeries:
-        return CounterSeries()
+    def _new_series(self, lock: SeriesLock) -> CounterSeries:
+        return CounterSeries(lock)
 
     def _empty(self) -> CounterMetricFamily:
         return CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
@@ -267,8 +389,8 @@ class GaugeFamily(_ValueFamily):
     _type = "gauge"
     _with_created = False
 
-    def _new_series(self) -> GaugeSeries:
-        return GaugeSeries()
+    def _new_series(self, lock: SeriesLock) -> GaugeSeries:
+        return GaugeSeries(lock)
 
     def _empty(self) -> GaugeMetricFamily:
         return GaugeMetricFamily(self._name, self._documentation, labels=self._labelnames)

@@ -1,4 +1,4 @@
-"""The cheap span path: evobs's call spans recorded straight into the SDK's pipeline.
+"""The cheap span path: evobs's spans recorded straight into the SDK's pipeline.
 
 ``Tracer.start_span`` of the OpenTelemetry SDK validates every attribute under a
 lock, builds bounded containers and copies the span again when it ends: inside an
@@ -6,34 +6,42 @@ AWS call that is about 35 µs per span, more than evobs needs for everything els
 evobs's own attributes are valid by construction, so for the SDK's own ``Tracer``
 it asks the same parts the SDK would (the provider's sampler, id generator, span
 processors, resource and limits) and hands the processors a span of its own: a
-``ReadableSpan`` (what processors and exporters consume) that is also an
-``opentelemetry.trace.Span`` (what code running inside the call sees as current).
-What a user sets on it through the API is validated exactly as the SDK does.
+``ReadableSpan`` (what processors and exporters consume, built by its own
+constructor) that is also an ``opentelemetry.trace.Span`` (what code running inside
+the call sees as current). What a user sets on it through the API is validated
+exactly as the SDK does.
 
-Any other tracer (another SDK, a vendor's, ``OTEL_SDK_DISABLED``) is used
-through the API, unchanged.
+It applies only where ``evobs._compat.otel_sdk`` says so, decided once per tracer:
+an SDK version the dependency matrix proves equal to ``start_span``, with every part
+present in the shape expected. If it fails at run time anyway, the pipeline reports
+it (the traces signal then takes the public API for good) and still delivers the
+span it was handling. Any other tracer (another SDK, a vendor's,
+``OTEL_SDK_DISABLED``) is used through the API, unchanged.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from time import time_ns
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
-from opentelemetry.sdk import trace as sdk_trace
-from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, sampling
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util import types
 
-__all__ = ["SdkPipeline", "SdkSpan", "exception_type"]
+from .._compat import otel_sdk
+from .._compat.otel_sdk import TracerParts
+
+__all__ = ["Sampled", "SdkPipeline", "SdkSpan", "exception_type"]
 
 _UNSET: Final = Status(StatusCode.UNSET)
-_RANDOM: Final = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
+_RANDOM: Final = (
+    getattr(TraceFlags, "RANDOM_TRACE_ID", 0) if otel_sdk.SETS_RANDOM_TRACE_ID_FLAG else 0
+)
 _SAMPLED: Final = TraceFlags.SAMPLED
 # The four flag values a span can get, built once (TraceFlags is an int subclass).
 _FLAGS: Final = {
@@ -47,8 +55,16 @@ _FLAGS: Final = {
 _OWN_SPAN_ATTRIBUTES: Final = 64
 _OWN_EVENT_ATTRIBUTES: Final = 8
 
-#: What :meth:`SdkPipeline.sample` decides: span context, parent, recording, attributes.
-Sampled = tuple[SpanContext | None, SpanContext | None, bool, dict[str, Any]]
+
+class Sampled(NamedTuple):
+    """What :meth:`SdkPipeline.sample` decides, as ``Tracer.start_span`` would."""
+
+    #: The new span's context; None when the tracer is disabled.
+    context: SpanContext | None
+    parent: SpanContext | None
+    recording: bool
+    #: The attributes the span starts with: the sampler's, which replace those given.
+    attributes: dict[str, Any]
 
 
 class SdkPipeline:
@@ -56,6 +72,7 @@ class SdkPipeline:
 
     __slots__ = (
         "_enabled",
+        "_fallback_on_end",
         "_generate_span_id",
         "_generate_trace_id",
         "_limits",
@@ -64,6 +81,7 @@ class SdkPipeline:
         "_multi",
         "_on_end",
         "_on_ending",
+        "_on_failure",
         "_on_start",
         "_plain_events",
         "_plain_spans",
@@ -76,33 +94,32 @@ class SdkPipeline:
         "instrumentation_scope",
     )
 
-    def __init__(self, tracer: Any) -> None:
-        self._sampler = tracer.sampler
-        self._sampler_mode = _sampler_mode(self._sampler)
-        ids = tracer.id_generator
+    def __init__(self, parts: TracerParts, on_failure: Callable[[BaseException], None]) -> None:
+        self._sampler = parts.sampler
+        self._sampler_mode = otel_sdk.default_sampler_mode(self._sampler)
+        ids = parts.id_generator
         self._generate_trace_id = ids.generate_trace_id
         self._generate_span_id = ids.generate_span_id
         is_random = getattr(ids, "is_trace_id_random", None)
-        self._random_root = bool(is_random()) if callable(is_random) else False
-        processor = tracer.span_processor
+        self._random_root = bool(is_random()) if callable(is_random) and _RANDOM else False
+        processor = parts.span_processor
         self._on_start = processor.on_start
         self._on_end = processor.on_end
-        # The SDK calls processors' ``_on_ending`` (OnEnding, still experimental) where it has it.
-        self._on_ending = getattr(processor, "_on_ending", None)
+        #: Where a span goes if this path fails while ending it: the tracer's processor.
+        self._fallback_on_end = processor.on_end
+        # The SDK calls processors' ``_on_ending`` (OnEnding, still experimental).
+        self._on_ending = otel_sdk.on_ending_hook(processor)
         # The provider's usual fan-out: its processors are called directly, and
         # ``_on_ending`` only if one of them does something in it (see ``_dispatch``).
-        multi = getattr(sdk_trace, "SynchronousMultiSpanProcessor", None)
-        self._multi = processor if multi is not None and type(processor) is multi else None
+        self._multi = parts.multi
         self._processors: Any = None
         # Read per span, not copied: the SDK gives its tracers a new resource after fork.
-        self._tracer = tracer
-        self.instrumentation_info = getattr(tracer, "instrumentation_info", None)
-        self.instrumentation_scope = getattr(tracer, "_instrumentation_scope", None)
-        limits = getattr(tracer, "_span_limits", None)
-        self._limits: SpanLimits = limits if isinstance(limits, SpanLimits) else SpanLimits()
+        self._tracer = parts.tracer
+        self.instrumentation_info = parts.instrumentation_info
+        self.instrumentation_scope = parts.instrumentation_scope
         # Under the default limits (128 attributes, no length limit) evobs's own
         # attributes and events pass as they are; other limits apply as in the SDK.
-        lim = self._limits
+        lim = self._limits = parts.limits
         self._max_span_attributes = lim.max_span_attributes
         self._max_events = lim.max_events if lim.max_events is not None else 1 << 30
         self._plain_spans = lim.max_span_attribute_length is None and (
@@ -112,22 +129,26 @@ class SdkPipeline:
             lim.max_event_attributes is None or lim.max_event_attributes >= _OWN_EVENT_ATTRIBUTES
         )
         # Tracer configurators (experimental) can disable a tracer after the fact.
-        self._enabled = getattr(tracer, "_is_enabled", None)
+        self._enabled = parts.is_enabled
+        #: Told once if this path fails at run time: its owner then takes the public API.
+        self._on_failure = on_failure
 
     @classmethod
-    def of(cls, tracer: Any) -> SdkPipeline | None:
-        """The pipeline of the SDK's own ``Tracer``; None for anything else."""
-        if type(tracer) is not sdk_trace.Tracer:
-            return None  # a subclass may do its own thing in start_span
-        if os.environ.get("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "").strip().lower() in (
-            "1",
-            "true",
-        ):
-            return None  # the SDK's own span metrics are counted in start_span
+    def of(cls, tracer: Any, on_failure: Callable[[BaseException], None]) -> SdkPipeline | None:
+        """The pipeline of the SDK's own ``Tracer`` where the matrix proves it; None for
+        anything else (see ``evobs._compat.otel_sdk.tracer_parts``)."""
+        parts = otel_sdk.tracer_parts(tracer)
+        if parts is None:
+            return None
         try:
-            return cls(tracer)
-        except AttributeError:
-            return None  # an SDK too different from the one this was written for
+            return cls(parts, on_failure)
+        except Exception:
+            return None  # a part of an unexpected shape: the public API
+
+    def failed(self, exc: BaseException) -> None:
+        """This path failed at run time: its owner is told (and stops using it)."""
+        on_failure, self._on_failure = self._on_failure, _ignore
+        on_failure(exc)
 
     @property
     def limits(self) -> SpanLimits:
@@ -135,17 +156,24 @@ class SdkPipeline:
 
     def _begin(self, span: SdkSpan, context: Context | None) -> SdkSpan:
         """Hands a new span to the processors (as they are now: see ``_dispatch``)."""
-        if self._multi is not None and self._multi._span_processors is not self._processors:
-            self._dispatch()
+        if self._multi is not None:
+            processors = self._current_processors()
+            if processors is not self._processors:
+                if processors is None:
+                    raise AttributeError("SynchronousMultiSpanProcessor._span_processors")
+                self._dispatch(processors)
         self._on_start(span, parent_context=context)
         return span
 
-    def _dispatch(self) -> None:
+    def _current_processors(self) -> Any:
+        multi = self._multi
+        return None if multi is None else otel_sdk.span_processors(multi)
+
+    def _dispatch(self, processors: tuple[Any, ...]) -> None:
         """Point ``_on_start``/``_on_ending``/``_on_end`` at the provider's processors as
         they are now (``add_span_processor`` replaces the tuple: checked per span). One
         processor is called directly; no-op ``_on_ending`` hooks are not called."""
         multi: Any = self._multi  # only called when there is one
-        processors = multi._span_processors
         self._processors = processors
         if len(processors) == 1:
             self._on_start = processors[0].on_start
@@ -154,7 +182,7 @@ class SdkPipeline:
             self._on_start = multi.on_start
             self._on_end = multi.on_end
         busy = [p for p in processors if getattr(type(p), "_on_ending", None) not in _NOOP_ENDING]
-        self._on_ending = multi._on_ending if busy else None
+        self._on_ending = otel_sdk.on_ending_hook(multi) if busy else None
 
     @property
     def resource(self) -> Any:
@@ -172,7 +200,7 @@ class SdkPipeline:
         the attributes returned: the sampler's, which the SDK uses in place of those given."""
         parent: SpanContext | None = trace.get_current_span(context).get_span_context()
         if self._enabled is not None and not self._enabled():
-            return None, parent, False, attributes
+            return Sampled(None, parent, False, attributes)
         if parent is None or not parent.is_valid:
             parent = None
             trace_id = self._generate_trace_id()
@@ -200,7 +228,7 @@ class SdkPipeline:
             trace_flags=_FLAGS[sampled, random],
             trace_state=trace_state,
         )
-        return span_context, parent, recording, attributes
+        return Sampled(span_context, parent, recording, attributes)
 
     def open(
         self,
@@ -260,28 +288,45 @@ class SdkPipeline:
         return self.open(name, kind, start_time, sampled, context)
 
     def end(self, span: SdkSpan) -> None:
-        attributes = span._attributes
-        most = self._max_span_attributes
-        if type(attributes) is dict and (
-            not self._plain_spans or (most is not None and len(attributes) > most)
-        ):
-            limits = self._limits  # non-default limits: the SDK's own container applies them
-            span._attributes = BoundedAttributes(
-                limits.max_span_attributes,
-                attributes,
-                immutable=True,
-                max_value_len=limits.max_span_attribute_length,
-            )
-        if self._multi is not None and self._multi._span_processors is not self._processors:
-            self._dispatch()
-        if self._on_ending is not None:
-            self._on_ending(span)
-        self._on_end(span)
+        """Hands an ended span to the processors. A failure of this path here still
+        delivers the span, through the tracer's own processor."""
+        try:
+            attributes = span._attributes
+            most = self._max_span_attributes
+            if type(attributes) is dict and (
+                not self._plain_spans or (most is not None and len(attributes) > most)
+            ):
+                limits = self._limits  # non-default limits: the SDK's container applies them
+                span._attributes = BoundedAttributes(
+                    limits.max_span_attributes,
+                    attributes,
+                    immutable=True,
+                    max_value_len=limits.max_span_attribute_length,
+                )
+            if self._multi is not None:
+                processors = self._current_processors()
+                if processors is not self._processors:
+                    if processors is None:
+                        raise AttributeError("SynchronousMultiSpanProcessor._span_processors")
+                    self._dispatch(processors)
+            on_ending, on_end = self._on_ending, self._on_end
+        except Exception as exc:
+            self.failed(exc)
+            on_ending, on_end = None, self._fallback_on_end
+        if on_ending is not None:
+            on_ending(span)
+        on_end(span)
 
 
 class SdkSpan(ReadableSpan, trace.Span):
     """One span recorded by evobs: current while its call runs, then handed to the
     processors as the ``ReadableSpan`` they export (frozen once ended)."""
+
+    # Kept as evobs writes them: a plain dict and list until a limit or user code needs
+    # the SDK's bounded containers (then those).
+    _attributes: Any
+    _events: Any
+    _links: Any
 
     def __init__(
         self,
@@ -293,21 +338,20 @@ class SdkSpan(ReadableSpan, trace.Span):
         attributes: dict[str, Any],
         start_time: int,
     ) -> None:
-        # Every field ReadableSpan.__init__ sets (a test keeps this list in step with
-        # the installed SDK), without its Resource.create({}) for a missing resource.
-        self._name = name
-        self._context = context
-        self._kind = kind
-        self._instrumentation_info = pipeline.instrumentation_info
-        self._instrumentation_scope = pipeline.instrumentation_scope
-        self._parent = parent
-        self._start_time = start_time
-        self._end_time: int | None = None
-        self._attributes: Any = attributes
-        self._events: Any = ()
-        self._links: Any = ()
-        self._resource = pipeline.resource
-        self._status = _UNSET
+        # ReadableSpan's own constructor: every field it has, a newer SDK's too.
+        ReadableSpan.__init__(
+            self,
+            name=name,
+            context=context,
+            parent=parent,
+            resource=pipeline.resource,
+            attributes=attributes,
+            kind=kind,
+            instrumentation_info=pipeline.instrumentation_info,
+            status=_UNSET,
+            start_time=start_time,
+            instrumentation_scope=pipeline.instrumentation_scope,
+        )
         self._pipeline = pipeline
 
     def __repr__(self) -> str:
@@ -462,32 +506,9 @@ def exception_type(exception: BaseException) -> str:
     return f"{module}.{qualname}" if module not in (None, "builtins") else qualname
 
 
-def _noop_ending_hooks() -> frozenset[Any]:
-    """The SDK's own processors' ``_on_ending``: empty hooks, not worth a call per span."""
-    from opentelemetry.sdk.trace import SpanProcessor
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-
-    classes = (SpanProcessor, SimpleSpanProcessor, BatchSpanProcessor)
-    return frozenset(h for c in classes if (h := getattr(c, "_on_ending", None)) is not None)
+def _ignore(exc: BaseException) -> None:
+    """A pipeline's failure hook once it has fired."""
 
 
-_NOOP_ENDING: Final = _noop_ending_hooks()
-
-_ASK: Final = 0
-_ALWAYS_ON: Final = 1
-_PARENT_OR_ON: Final = 2
-
-
-def _sampler_mode(sampler: Any) -> int:
-    """Whether the sampler is one of the SDK's defaults, answered without a call."""
-    if sampler is sampling.ALWAYS_ON:
-        return _ALWAYS_ON
-    if type(sampler) is sampling.ParentBased and (
-        getattr(sampler, "_root", None) is sampling.ALWAYS_ON
-        and getattr(sampler, "_remote_parent_sampled", None) is sampling.ALWAYS_ON
-        and getattr(sampler, "_remote_parent_not_sampled", None) is sampling.ALWAYS_OFF
-        and getattr(sampler, "_local_parent_sampled", None) is sampling.ALWAYS_ON
-        and getattr(sampler, "_local_parent_not_sampled", None) is sampling.ALWAYS_OFF
-    ):
-        return _PARENT_OR_ON
-    return _ASK
+_NOOP_ENDING: Final = otel_sdk.noop_ending_hooks()
+_ALWAYS_ON: Final = otel_sdk.ALWAYS_ON

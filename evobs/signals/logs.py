@@ -15,13 +15,15 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
-from prometheus_client import CollectorRegistry
-
-from .._log import STDLIB_LOGGER, logger
+from .. import _selfmetrics
+from .._log import STDLIB_LOGGER, get_logger
 from .._redact import error_message, render_params
-from .metrics import log_events_suppressed_counter
+from . import SignalBase
+from ._series import PROMETHEUS_CHILDREN, SeriesLock, lock_of
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from .._call import Attempt, Call
     from .._operation import Operation
     from .._options import Options
@@ -65,20 +67,24 @@ class RetryLimiter:
     """A token bucket per operation: ``burst`` events at once, then ``rate`` per second.
 
     ``allow`` returns -1 for an event to drop, else how many were dropped since the
-    last one let through (so the next event can say so)."""
+    last one let through (so the next event can say so). ``suppressed``, a counter
+    series, is counted for each dropped event under the same lock (its own series lock:
+    one lock per retry instead of two)."""
 
-    __slots__ = ("_buckets", "_burst", "_lock", "_per_ns")
+    __slots__ = ("_buckets", "_burst", "_lock", "_per_ns", "_suppressed")
 
-    def __init__(self, rate: float, lock: Any = None, burst: float | None = None) -> None:
+    def __init__(self, rate: float, burst: float | None = None, suppressed: Any = None) -> None:
         self._per_ns = rate / 1e9
         self._burst = max(1.0, rate if burst is None else burst)
         self._buckets: dict[Any, _Bucket] = {}
-        self._lock = lock if lock is not None else threading.Lock()
+        self._suppressed = suppressed
+        lock = lock_of(suppressed) if suppressed is not None else None
+        # prometheus_client's children (multiprocess mode) lock themselves: the buckets
+        # then get a lock of their own, whose writer still counts the child.
+        self._lock: Any = lock if isinstance(lock, SeriesLock) else _OwnLock()
 
-    def allow(self, key: Any, now_ns: int, suppressed: Any = None) -> int:
-        """``suppressed``: a counter series guarded by this limiter's lock, counted here
-        for each event dropped (one lock per retry instead of two)."""
-        with self._lock:
+    def allow(self, key: Any, now_ns: int) -> int:
+        with self._lock as w:
             bucket = self._buckets.get(key)
             if bucket is None:
                 if len(self._buckets) >= _MAX_BUCKETS:
@@ -91,46 +97,61 @@ class RetryLimiter:
                     bucket.stamp = now_ns
             if bucket.tokens < 1.0:
                 bucket.suppressed += 1
-                if suppressed is not None:
-                    suppressed.inc()
+                if self._suppressed is not None:
+                    w.inc(self._suppressed)
                 return -1
             bucket.tokens -= 1.0
             dropped, bucket.suppressed = bucket.suppressed, 0
             return dropped
 
+    def reset(self) -> None:
+        """A free lock again (a forked child, where another thread may have held it)."""
+        if isinstance(self._lock, _OwnLock):
+            self._lock = _OwnLock()
 
-class LogsSignal:
+
+class _OwnLock:
+    """A lock of the limiter's own; its writer counts prometheus_client's children."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Any:
+        self._lock.acquire()
+        return PROMETHEUS_CHILDREN.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+class LogsSignal(SignalBase):
     """Renders call records as structlog events on the stdlib logger ``evobs``."""
 
     __slots__ = (
-        "_counted_by_limiter",
         "_enabled",
         "_limiter",
         "_log",
         "_options",
         "_slow_ns",
         "_static",
-        "_suppressed",
     )
 
     name = "logs"
 
-    def __init__(self, options: Options, registry: CollectorRegistry) -> None:
+    def __init__(self, options: Options, registry: CollectorRegistry | None) -> None:
         self._options = options
         self._enabled = STDLIB_LOGGER.isEnabledFor
         # A concrete BoundLogger (evobs's own processor chain; nothing global).
-        self._log = logger.bind()
+        self._log = get_logger().bind()
         slow = options.slow_call_seconds
         # Clamped: a huge threshold (1e300 s) means never, not an OverflowError.
         self._slow_ns = None if slow is None else int(min(slow, 1e12) * 1e9)
-        counter = log_events_suppressed_counter(registry)
-        self._suppressed = counter.labels(event="aws.retry")
-        # evobs's own counter family: counted by the limiter, under the family's lock.
-        shared_lock = getattr(counter, "lock", None)
+        suppressed = _selfmetrics.log_events_suppressed(registry).labels(event="aws.retry")
         self._limiter = RetryLimiter(
-            options.retry_log_rate, lock=shared_lock, burst=options.retry_log_burst
+            options.retry_log_rate, burst=options.retry_log_burst, suppressed=suppressed
         )
-        self._counted_by_limiter = shared_lock is not None
         self._static: dict[Operation, dict[str, Any]] = {}
 
     # -- helpers --------------------------------------------------------------------
@@ -145,25 +166,19 @@ class LogsSignal:
             }
         fields = static.copy()
         fields["region"] = call.region
-        if call.span is not None:
-            ctx = call.span_context  # None if a broken tracer cannot give one
-            if ctx is not None and ctx.is_valid:
-                fields["trace_id"] = format(ctx.trace_id, "032x")
-                fields["span_id"] = format(ctx.span_id, "016x")
+        ctx = call.span_context
+        if ctx is not None and ctx.is_valid:
+            fields["trace_id"] = format(ctx.trace_id, "032x")
+            fields["span_id"] = format(ctx.span_id, "016x")
         return fields
 
     # -- transitions ------------------------------------------------------------------
 
     def attempt_started(self, call: Call, attempt: Attempt) -> None:
         number = attempt.number
-        if number == 1 or not self._enabled(WARNING):
+        if number == 1 or call.suppressed or not self._enabled(WARNING):
             return
-        if self._counted_by_limiter:
-            dropped = self._limiter.allow(call.op, attempt.start_ns, self._suppressed)
-        else:  # prometheus_client's counter (multiprocess mode) locks itself
-            dropped = self._limiter.allow(call.op, attempt.start_ns)
-            if dropped < 0:
-                self._suppressed.inc()
+        dropped = self._limiter.allow(call.op, attempt.start_ns)
         if dropped < 0:
             return
         previous = call.attempts[number - 2]
@@ -180,6 +195,8 @@ class LogsSignal:
         self._log.warning("aws.retry", **fields)
 
     def call_ended(self, call: Call) -> None:
+        if call.suppressed:
+            return
         outcome = call.outcome or "error"
         level = DEBUG if outcome == "ok" else INFO if call.expected else LEVELS.get(outcome, ERROR)
         slow_ns = self._slow_ns

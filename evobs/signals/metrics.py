@@ -17,7 +17,6 @@ stores no exemplars there, so none are built.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import threading
@@ -26,10 +25,12 @@ from bisect import bisect_left
 from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client import values as _prom_values
 
+from .. import _selfmetrics
+from .._compat.prometheus import histogram_bounds, multiprocess_mode
 from .._registry import MetricConflictError, family
-from ._series import CounterFamily, GaugeFamily, HistogramFamily
+from . import SignalBase
+from ._series import CounterFamily, GaugeFamily, HistogramFamily, Writer, lock_of
 
 if TYPE_CHECKING:
     from .._call import Attempt, Call
@@ -44,8 +45,6 @@ __all__ = [
     "MetricsServer",
     "MetricsServerError",
     "MetricsSignal",
-    "log_events_suppressed_counter",
-    "spans_dropped_counter",
     "start_metrics_server",
 ]
 
@@ -88,31 +87,7 @@ _EXEMPLAR_INTERVAL_NS: Final = 1_000_000_000
 
 def _multiprocess() -> bool:
     """Whether prometheus_client runs in multiprocess mode (chosen at its import)."""
-    return bool(getattr(_prom_values.ValueClass, "_multiprocess", False))
-
-
-def spans_dropped_counter(registry: CollectorRegistry) -> Counter:
-    """``evobs_spans_dropped_total``: the shared family, for whichever signal drops spans."""
-    return family(
-        registry,
-        Counter,
-        "evobs_spans_dropped",
-        "Spans evobs could not start or end (they are dropped, the call is unaffected)",
-    )
-
-
-def log_events_suppressed_counter(registry: CollectorRegistry) -> Any:
-    """``evobs_log_events_suppressed_total{event}``: events left out by rate limiting.
-
-    Counted on every suppressed retry of a retry storm: one of evobs's own families (an
-    update under its ``lock``), prometheus_client's in multiprocess mode."""
-    return family(
-        registry,
-        Counter if _multiprocess() else CounterFamily,
-        "evobs_log_events_suppressed",
-        "Log events evobs did not emit because of its rate limits",
-        ("event",),
-    )
+    return multiprocess_mode()
 
 
 def _histogram(
@@ -121,12 +96,14 @@ def _histogram(
     doc: str,
     labelnames: tuple[str, ...],
     buckets: tuple[float, ...],
-    **kwargs: Any,
+    own: bool = False,
 ) -> Any:
-    factory = Histogram if _multiprocess() or not kwargs else HistogramFamily
-    metric: Any = family(registry, factory, name, doc, labelnames, buckets=buckets, **kwargs)
-    existing = tuple(metric._upper_bounds[:-1])  # both kinds of family have it
-    if existing != tuple(buckets):
+    """A histogram family: evobs's own (``own``: a per-call family, single-process) or
+    prometheus_client's."""
+    factory = HistogramFamily if own else Histogram
+    metric: Any = family(registry, factory, name, doc, labelnames, buckets=buckets)
+    existing = histogram_bounds(metric)  # both kinds of family have it
+    if existing is not None and existing != tuple(buckets):
         raise MetricConflictError(
             f"evobs: histogram {name!r} already exists in this registry with buckets "
             f"{existing}, not {tuple(buckets)}: instrument with the same duration_buckets "
@@ -136,7 +113,8 @@ def _histogram(
 
 
 class _Families:
-    """The fifteen families of one registry (``evobs_handler_errors`` comes from the core)."""
+    """The metric families of one registry (``evobs_handler_errors`` comes from the core,
+    ``_selfmetrics``)."""
 
     __slots__ = (
         "attempt_duration",
@@ -146,9 +124,7 @@ class _Families:
         "client_duration",
         "clients",
         "errors",
-        "handler_errors",
         "in_flight",
-        "lock",
         "log_suppressed",
         "resources",
         "retries",
@@ -160,33 +136,26 @@ class _Families:
     def __init__(self, registry: CollectorRegistry, buckets: tuple[float, ...]) -> None:
         op = ("service", "operation")
         svc = ("service",)
-        # The per-call families (updated on every call) are evobs's own (``_series``), all
-        # behind the lock of the first; prometheus_client's in multiprocess mode.
-        hot: dict[str, Any] = {}
-        counter: Any = Counter
-        gauge: Any = Gauge
-        if not _multiprocess():
-            hot = {"lock": threading.RLock()}
-            counter, gauge = CounterFamily, GaugeFamily
+        # The per-call families (updated on every call) are evobs's own (``_series``: one
+        # lock per service, the structural lock rule); prometheus_client's in
+        # multiprocess mode, where values live in its files.
+        own = not _multiprocess()
+        counter: Any = CounterFamily if own else Counter
+        gauge: Any = GaugeFamily if own else Gauge
         self.call_duration = _histogram(
             registry,
             "aws_sdk_call_duration_seconds",
             "AWS API call duration, all attempts and backoff included",
             (*op, "region", "outcome"),
             buckets,
-            **hot,
+            own=own,
         )
-        #: Held around each call's updates: the shared lock, or a no-op for prometheus_client.
-        self.lock: Any = getattr(self.call_duration, "lock", None) or contextlib.nullcontext()
-        if hot:
-            hot["lock"] = self.lock
         self.errors = family(
             registry,
             counter,
             "aws_sdk_call_errors",
             "AWS API calls that did not succeed, by error code or exception class",
             (*op, "error_type"),
-            **hot,
         )
         self.attempts = family(
             registry,
@@ -194,7 +163,6 @@ class _Families:
             "aws_sdk_call_attempts",
             "HTTP attempts made by AWS API calls",
             op,
-            **hot,
         )
         self.retries = family(
             registry,
@@ -202,7 +170,6 @@ class _Families:
             "aws_sdk_retries",
             "Retried attempts, by the outcome of the attempt that was retried",
             (*op, "reason"),
-            **hot,
         )
         self.attempt_duration = _histogram(
             registry,
@@ -210,7 +177,7 @@ class _Families:
             "Duration of one HTTP attempt (signing, sending, receiving)",
             op,
             buckets,
-            **hot,
+            own=own,
         )
         self.backoff = _histogram(
             registry,
@@ -218,7 +185,7 @@ class _Families:
             "Time slept between attempts before a retry",
             svc,
             buckets,
-            **hot,
+            own=own,
         )
         self.serialization = _histogram(
             registry,
@@ -226,7 +193,7 @@ class _Families:
             "Time to validate and serialize the request parameters",
             op,
             LOCAL_BUCKETS,
-            **hot,
+            own=own,
         )
         self.signing = _histogram(
             registry,
@@ -234,7 +201,7 @@ class _Families:
             "Time to sign one attempt, credential resolution included",
             svc,
             LOCAL_BUCKETS,
-            **hot,
+            own=own,
         )
         self.in_flight = family(
             registry,
@@ -242,7 +209,7 @@ class _Families:
             "aws_sdk_calls_in_flight",
             "AWS API calls in progress",
             svc,
-            **(hot or {"multiprocess_mode": "livesum"}),
+            **({} if own else {"multiprocess_mode": "livesum"}),
         )
         self.clients = family(
             registry, Counter, "aws_sdk_clients_created", "botocore clients created", svc
@@ -261,16 +228,8 @@ class _Families:
             "boto3 resource objects created (service resources, buckets, tables...)",
             ("service", "resource"),
         )
-        self.handler_errors = family(
-            registry,
-            Counter,
-            "evobs_handler_errors",
-            "Exceptions raised inside evobs (handlers and signals), swallowed so the call "
-            "is unaffected",
-            ("event",),
-        )
-        self.spans_dropped = spans_dropped_counter(registry)
-        self.log_suppressed = log_events_suppressed_counter(registry)
+        self.spans_dropped = _selfmetrics.spans_dropped(registry)
+        self.log_suppressed = _selfmetrics.log_events_suppressed(registry)
 
 
 class _ErrorTypes:
@@ -303,6 +262,32 @@ _ERROR_TYPES: Final[weakref.WeakKeyDictionary[Counter, _ErrorTypes]] = weakref.W
 _ERROR_TYPES_LOCK: Final = threading.Lock()
 
 
+def _attempts(w: Writer, m: _Op, attempts: list[Attempt], retried: bool) -> None:
+    """Attempts, retries and their timings, recorded when the call ends (once per call
+    instead of at every attempt: the in-flight gauge shows calls still retrying); the
+    caller holds the service's lock, whose writer ``w`` is."""
+    w.inc(m.attempts, len(attempts))
+    signing = m.svc.signing
+    if not retried:
+        attempt = attempts[0]
+        if attempt.end_ns is not None:
+            w.observe(m.attempt_duration, (attempt.end_ns - attempt.start_ns) * _NS)
+        if attempt.sent_ns is not None:
+            w.observe(signing, (attempt.sent_ns - attempt.start_ns) * _NS)
+        return
+    previous: Attempt | None = None
+    for attempt in attempts:
+        if attempt.end_ns is not None:
+            w.observe(m.attempt_duration, (attempt.end_ns - attempt.start_ns) * _NS)
+        if attempt.sent_ns is not None:
+            w.observe(signing, (attempt.sent_ns - attempt.start_ns) * _NS)
+        if previous is not None:
+            w.inc(m.retries[previous.outcome])
+            if previous.end_ns is not None:
+                w.observe(m.svc.backoff, max(attempt.start_ns - previous.end_ns, 0) * _NS)
+        previous = attempt
+
+
 def _error_types(errors: Counter) -> _ErrorTypes:
     with _ERROR_TYPES_LOCK:
         state = _ERROR_TYPES.get(errors)
@@ -312,14 +297,16 @@ def _error_types(errors: Counter) -> _ErrorTypes:
 
 
 class _Service:
-    """Label children of one service."""
+    """Label children of one service, and the lock every per-call series of the service
+    is written under (``_series``: the lock rule)."""
 
-    __slots__ = ("backoff", "in_flight", "signing")
+    __slots__ = ("backoff", "in_flight", "lock", "signing")
 
     def __init__(self, families: _Families, service: str) -> None:
         self.backoff = families.backoff.labels(service)
         self.signing = families.signing.labels(service)
         self.in_flight = families.in_flight.labels(service)
+        self.lock = lock_of(self.in_flight)
 
 
 class _Op:
@@ -352,7 +339,7 @@ class _Op:
         self.other_error: Any = None
 
 
-class MetricsSignal:
+class MetricsSignal(SignalBase):
     """Renders call records as the Prometheus families of DESIGN section 4."""
 
     __slots__ = (
@@ -422,12 +409,12 @@ class MetricsSignal:
 
     def call_started(self, call: Call) -> None:
         m = self._ops.get(call.op) or self._op(call.op)
-        with self._families.lock:
-            m.svc.in_flight.inc()
+        with m.svc.lock as w:
+            w.inc(m.svc.in_flight)
 
     def call_ended(self, call: Call) -> None:
         m = self._ops.get(call.op) or self._op(call.op)
-        lock = self._families.lock
+        svc = m.svc
         settled = False
         try:
             # Children and the exemplar first: what may take other locks.
@@ -437,7 +424,7 @@ class MetricsSignal:
             )
             seconds = call.duration_ns * _NS
             exemplar = None
-            if self._exemplars and call.span is not None:
+            if self._exemplars and call.span_context is not None:
                 exemplar = self._exemplar(child, seconds, call)
             errors = None
             if outcome != "ok":
@@ -449,44 +436,20 @@ class MetricsSignal:
                 for attempt in attempts[:-1]:
                     if attempt.outcome not in m.retries:
                         self._retry_child(m, attempt.outcome)
-            with lock:  # one lock for all of the call's updates
-                m.svc.in_flight.dec()
+            with svc.lock as w:  # one lock for all of the call's updates
+                w.dec(svc.in_flight)
                 settled = True
-                child.observe(seconds, exemplar)
+                w.observe(child, seconds, exemplar)
                 if call.serialized_ns is not None:
-                    m.serialization.observe((call.serialized_ns - call.start_ns) * _NS)
+                    w.observe(m.serialization, (call.serialized_ns - call.start_ns) * _NS)
                 if errors is not None:
-                    errors.inc()
+                    w.inc(errors)
                 if attempts:
-                    self._attempts(m, attempts, retried)
+                    _attempts(w, m, attempts, retried)
         finally:
             if not settled:  # whatever failed above, in-flight goes back where it was
-                with lock:
-                    m.svc.in_flight.dec()
-
-    def _attempts(self, m: _Op, attempts: list[Attempt], retried: bool) -> None:
-        """Attempts, retries and their timings, recorded when the call ends (once per
-        call instead of at every attempt: the in-flight gauge shows calls still retrying)."""
-        m.attempts.inc(len(attempts))
-        signing = m.svc.signing
-        if not retried:
-            attempt = attempts[0]
-            if attempt.end_ns is not None:
-                m.attempt_duration.observe((attempt.end_ns - attempt.start_ns) * _NS)
-            if attempt.sent_ns is not None:
-                signing.observe((attempt.sent_ns - attempt.start_ns) * _NS)
-            return
-        previous: Attempt | None = None
-        for attempt in attempts:
-            if attempt.end_ns is not None:
-                m.attempt_duration.observe((attempt.end_ns - attempt.start_ns) * _NS)
-            if attempt.sent_ns is not None:
-                signing.observe((attempt.sent_ns - attempt.start_ns) * _NS)
-            if previous is not None:
-                m.retries[previous.outcome].inc()
-                if previous.end_ns is not None:
-                    m.svc.backoff.observe(max(attempt.start_ns - previous.end_ns, 0) * _NS)
-            previous = attempt
+                with svc.lock as w:
+                    w.dec(svc.in_flight)
 
     def _exemplar(self, child: Any, seconds: float, call: Call) -> dict[str, str] | None:
         """The call's trace as exemplar, unless its bucket got one less than a second ago.
@@ -503,7 +466,7 @@ class MetricsSignal:
         now = call.end_ns or 0
         if now < due[index]:
             return None
-        ctx = call.span_context  # None if a broken tracer cannot give one
+        ctx = call.span_context
         if ctx is None or not ctx.trace_flags.sampled:
             return None
         due[index] = now + _EXEMPLAR_INTERVAL_NS

@@ -1,16 +1,19 @@
 """The traces signal: one OpenTelemetry span per call, attempt spans when retried.
 
 The call span is back-dated to provide-client-params and made current from
-before-call to the end of the call, so nested calls (an AssumeRole refresh),
-HTTP-level instrumentation and user handlers see it as their parent.
-Attempt spans and retry events are created lazily, at the end of calls that
-took more than one attempt: the happy path pays for one span. With the SDK's
-own tracer, spans take the cheap path of ``_spans``; any other tracer is used
-through the API. Both go through the same code here.
+before-call until the call ends (after the user's own after-call handlers), so
+nested calls (an AssumeRole refresh), HTTP-level instrumentation and user handlers
+see it as their parent. Attempt spans and retry events are created lazily, at the
+end of calls that took more than one attempt: the happy path pays for one span.
+
+With the SDK's own tracer, where ``evobs._compat.otel_sdk`` proves it, spans take the
+cheap path of ``_spans``; any other tracer, and this one after a failure of that path,
+is used through the public API. Both go through the same code here.
 """
 
 from __future__ import annotations
 
+from contextvars import Token
 from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import context as otel_context
@@ -20,43 +23,80 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from .._call import WALL_OFFSET_NS
 from .._redact import error_message, redact_text, redact_traceback, render_params
 from .._version import __version__
-from ..services import rpc_attributes
+from ..services import peer_attributes, rpc_attributes
+from . import SignalBase
 from ._spans import SdkPipeline, SdkSpan, exception_type
 
 if TYPE_CHECKING:
     from .._call import Attempt, Call
+    from .._log import HandlerErrors
     from .._operation import Operation
     from .._options import Options
 
-__all__ = ["TracesSignal"]
+__all__ = ["PROPAGATION_SKIPPED", "TracesSignal"]
+
+#: Span attribute: how many messages of the call were sent without trace context.
+PROPAGATION_SKIPPED: Final = "aws.sdk.propagation.skipped"
 
 _NS_PER_MS: Final = 1_000_000
 _MAX_DESCRIPTION: Final = 1024
 _MAX_STACKTRACE: Final = 16384
 
 
-class TracesSignal:
+class _Open:
+    """A call's span while the call runs, and the token of its context attach."""
+
+    __slots__ = ("span", "token")
+
+    def __init__(self, span: Any, token: Token[otel_context.Context]) -> None:
+        self.span = span
+        self.token = token
+
+
+class TracesSignal(SignalBase):
     """Renders call records as OpenTelemetry spans."""
 
-    __slots__ = ("_attrs", "_options", "_pipeline", "_tracer")
+    __slots__ = ("_attrs", "_errors", "_open", "_options", "_pipeline", "_tracer")
 
     name = "traces"
 
-    def __init__(self, tracer_provider: trace.TracerProvider | None, options: Options) -> None:
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider | None,
+        options: Options,
+        errors: HandlerErrors,
+    ) -> None:
         self._tracer = trace.get_tracer("evobs", __version__, tracer_provider=tracer_provider)
-        #: The SDK's own tracer gets the cheap span path; None: the API, as is.
-        self._pipeline = SdkPipeline.of(self._tracer)
         self._options = options
+        self._errors = errors
+        #: The cheap span path, decided once for this tracer; None: the public API.
+        self._pipeline = (
+            SdkPipeline.of(self._tracer, self._fast_path_failed) if options.fast_spans else None
+        )
         # Per-operation constant attributes and span kind, built once.
         self._attrs: dict[Operation, tuple[dict[str, Any], SpanKind]] = {}
+        #: The spans of calls in flight: the record carries only their context.
+        self._open: dict[Call, _Open] = {}
+
+    @property
+    def fast_spans(self) -> bool:
+        """Whether spans take the cheap path (``docs/telemetry.md``)."""
+        return self._pipeline is not None
+
+    def _fast_path_failed(self, exc: BaseException) -> None:
+        """The cheap path failed at run time: this tracer takes the public API for good,
+        and the switch is counted and logged once (``evobs_handler_errors_total``)."""
+        self._pipeline = None
+        self._errors.record("fast-spans", exc)
 
     def _static(self, op: Operation) -> tuple[dict[str, Any], SpanKind]:
         static = self._attrs.get(op)
         if static is None:
-            attributes = rpc_attributes(op.service, op.name)  # OTEL_SEMCONV_STABILITY_OPT_IN
+            # OTEL_SEMCONV_STABILITY_OPT_IN, and the peer service when asked for.
+            attributes = rpc_attributes(op.service, op.name, self._options.peer_service)
             if op.extractor is not None:
                 attributes.update(op.extractor.static)
-            static = self._attrs[op] = (attributes, _span_kind(op))
+            static = self._attrs[op] = (attributes, op.span_kind)
         return static
 
     def _start_span(
@@ -69,12 +109,19 @@ class TracesSignal:
     ) -> Any:
         pipeline = self._pipeline
         if pipeline is not None:
-            return pipeline.start(name, kind, attributes, start_time, context)
+            try:
+                return pipeline.start(name, kind, attributes, start_time, context)
+            except Exception as exc:
+                pipeline.failed(exc)
         return self._tracer.start_span(
             name, context=context, kind=kind, attributes=attributes, start_time=start_time
         )
 
+    # -- transitions ----------------------------------------------------------------
+
     def call_started(self, call: Call) -> None:
+        if call.suppressed:
+            return
         attrs, kind = self._static(call.op)
         attributes = attrs.copy()
         if call.region is not None:
@@ -84,41 +131,71 @@ class TracesSignal:
             attributes["server.port"] = call.server_port
         if call.http_method is not None:
             attributes["http.request.method"] = call.http_method
+        span, api_request = self._open_call_span(call, kind, attributes)
+        # Registered before anything else can fail: a started span always ends.
+        token = otel_context.attach(trace.set_span_in_context(span))
+        self._open[call] = _Open(span, token)
+        try:
+            call.span_context = span.get_span_context()
+        except Exception:
+            call.span_context = None  # a broken tracer costs only the traces
+        if api_request:
+            extra: dict[str, Any] = {}
+            call.op.extractor.request(call.params, self._options, extra)  # type: ignore[union-attr,arg-type]
+            span.set_attributes(extra)
+        hook = self._options.request_hook
+        if hook is not None:
+            self._call_hook("request_hook", hook, span, call)
+
+    def _open_call_span(
+        self, call: Call, kind: SpanKind, attributes: dict[str, Any]
+    ) -> tuple[Any, bool]:
+        """The call's span, and whether its request attributes are still to be set
+        (the public API path sets them once the span exists and records)."""
         name = call.op.span_name
+        start_time = call.start_ns + WALL_OFFSET_NS
         extractor = call.op.extractor
         params = call.params if extractor is not None else None
         pipeline = self._pipeline
         if pipeline is not None:
-            sampled = pipeline.sample(name, kind, attributes)
-            if params is not None and sampled[2]:  # request attributes: sampled spans only
-                extractor.request(params, self._options, sampled[3])
-            span = pipeline.open(name, kind, call.start_ns + WALL_OFFSET_NS, sampled)
-        else:
-            span = self._tracer.start_span(
-                name, kind=kind, attributes=attributes, start_time=call.start_ns + WALL_OFFSET_NS
-            )
-        call.span = span
-        call.token = otel_context.attach(trace.set_span_in_context(span))
-        if pipeline is None and params is not None and span.is_recording():
-            extra: dict[str, Any] = {}
-            extractor.request(params, self._options, extra)
-            span.set_attributes(extra)
+            try:
+                sampled = pipeline.sample(name, kind, attributes)
+                if params is not None and sampled.recording:  # sampled spans only
+                    extractor.request(params, self._options, sampled.attributes)  # type: ignore[union-attr]
+                return pipeline.open(name, kind, start_time, sampled), False
+            except Exception as exc:
+                pipeline.failed(exc)
+        span = self._tracer.start_span(
+            name, kind=kind, attributes=attributes, start_time=start_time
+        )
+        return span, params is not None and span.is_recording()
 
     def call_ended(self, call: Call) -> None:
-        span = call.span
-        if span is None:
+        opened = self._open.pop(call, None)
+        if opened is None:
             return
-        token = call.token
-        call.token = None
+        span = opened.span
         try:
             if span.is_recording():
                 self._annotate(span, call)
+            hook = self._options.response_hook
+            if hook is not None:
+                result = call.response if call.exception is None else call.exception
+                self._call_hook("response_hook", hook, span, call, result)
         finally:
             try:
                 span.end(end_time=(call.end_ns or call.start_ns) + WALL_OFFSET_NS)
             finally:
-                if token is not None:
-                    otel_context.detach(token)
+                otel_context.detach(opened.token)
+
+    def _call_hook(self, name: str, hook: Any, *args: Any) -> None:
+        """A user hook: its failure is counted and logged once, never raised."""
+        try:
+            hook(*args)
+        except Exception as exc:
+            self._errors.record(name, exc)
+
+    # -- rendering ----------------------------------------------------------------------
 
     def _annotate(self, span: Any, call: Call) -> None:
         attempts = call.attempts
@@ -139,28 +216,23 @@ class TracesSignal:
             attributes["aws.extended_request_id"] = call.extended_request_id
         if call.invocation_id:
             attributes["aws.sdk.invocation_id"] = call.invocation_id
+        if call.propagation_skipped:
+            attributes[PROPAGATION_SKIPPED] = call.propagation_skipped
         outcome = call.outcome
         if outcome != "ok":
             error_type = call.error_type or outcome or "error"
             attributes["error.type"] = error_type
             attributes["aws.sdk.outcome"] = outcome
-            description = _description(call)
-            timestamp = (call.end_ns or call.start_ns) + WALL_OFFSET_NS
-            if call.exception is not None:
-                _add_event(
-                    span,
-                    "exception",
-                    _exception_attributes(call, call.exception, description),
-                    timestamp,
-                )
-            else:
-                _add_event(
-                    span,
-                    "exception",
-                    {"exception.type": error_type, "exception.message": description},
-                    timestamp,
-                )
             if not call.expected:
+                # An expected error is control flow: no exception event, no error status;
+                # ``error.type`` still says what it was.
+                description = _description(call)
+                timestamp = (call.end_ns or call.start_ns) + WALL_OFFSET_NS
+                if call.exception is not None:
+                    event = _exception_attributes(call, call.exception, description)
+                else:
+                    event = {"exception.type": error_type, "exception.message": description}
+                _add_event(span, "exception", event, timestamp)
                 span.set_status(Status(StatusCode.ERROR, description))
         if self._options.capture_params and call.params is not None:
             attributes["aws.request.params"] = render_params(
@@ -189,9 +261,11 @@ class TracesSignal:
         name = f"{call.op.span_name} attempt"
         end_default = call.end_ns or call.start_ns
         # Retries usually repeat one error: redacted and rendered once per call.
-        statuses: dict[tuple[str | None, str], Status] = {}
+        failures: dict[tuple[str, str], tuple[Status, str]] = {}
         pipeline = self._pipeline
         fast = pipeline is not None and type(parent) is SdkSpan
+        # The attempts are the leaves a viewer labels with the peer (when it is on).
+        peer = peer_attributes(call.op.service) if self._options.peer_service else None
         for attempt in call.attempts:
             number = attempt.number
             attributes: dict[str, Any] = {
@@ -199,43 +273,52 @@ class TracesSignal:
                 "aws.sdk.attempt": number,
                 "aws.sdk.signing_ms": attempt.signing_ns / _NS_PER_MS,
             }
+            if peer is not None:
+                attributes.update(peer)
             if attempt.http_status is not None:
                 attributes["http.response.status_code"] = attempt.http_status
             if attempt.request_id:
                 attributes["aws.request_id"] = attempt.request_id
             outcome = attempt.outcome
             failed = outcome is not None and outcome != "ok"
-            error_type = attempt.error_type if failed else None
+            error_type = (attempt.error_type or outcome or "error") if failed else ""
             if failed:
-                attributes["error.type"] = error_type or outcome
+                attributes["error.type"] = error_type
                 attributes["aws.sdk.outcome"] = outcome
             start_time = attempt.start_ns + WALL_OFFSET_NS
+            child = None
             if fast:
-                child = pipeline.child(  # type: ignore[union-attr]
-                    name, SpanKind.CLIENT, attributes, start_time, parent, parent_context
-                )
-            else:
+                try:
+                    child = pipeline.child(  # type: ignore[union-attr]
+                        name, SpanKind.CLIENT, attributes, start_time, parent, parent_context
+                    )
+                except Exception as exc:
+                    pipeline.failed(exc)  # type: ignore[union-attr]
+                    fast = False
+            if child is None:
                 child = self._start_span(
                     name, SpanKind.CLIENT, attributes, start_time, parent_context
                 )
             end_time = (attempt.end_ns or end_default) + WALL_OFFSET_NS
-            if child.is_recording():
+            # The last attempt carries the call's result: an expected error is not a failure.
+            if failed and call.expected and attempt is call.attempts[-1]:
+                failed = False
+            if failed and child.is_recording():
+                key = (error_type, attempt.error_message or "")
+                found = failures.get(key)
+                if found is None:
+                    message = redact_text(key[1], call) if key[1] else ""
+                    description = f"{error_type}: {message}" if message else error_type
+                    found = failures[key] = (Status(StatusCode.ERROR, description), description)
+                status, description = found
                 if attempt.exception is not None:
-                    _add_event(
-                        child,
-                        "exception",
-                        _exception_attributes(
-                            call, attempt.exception, redact_text(attempt.exception, call)
-                        ),
-                        end_time,
+                    event = _exception_attributes(
+                        call, attempt.exception, redact_text(attempt.exception, call)
                     )
-                if failed:
-                    key = (error_type, attempt.error_message or "")
-                    status = statuses.get(key)
-                    if status is None:
-                        safe = redact_text(key[1], call)
-                        status = statuses[key] = Status(StatusCode.ERROR, f"{error_type}: {safe}")
-                    child.set_status(status)
+                else:  # an HTTP error response: the error code and message
+                    event = {"exception.type": error_type, "exception.message": description}
+                _add_event(child, "exception", event, end_time)
+                child.set_status(status)
             child.end(end_time=end_time)
 
 
@@ -255,27 +338,23 @@ def _add_event(span: Any, name: str, attributes: dict[str, Any], timestamp: int)
 
 
 def _retry_events(span: Any, attempts: list[Attempt]) -> None:
-    """One ``aws.sdk.retry`` event per retry, stamped when the retry started; recorded
-    at the end of the call, like the attempt spans, so the call pays nothing meanwhile."""
+    """One ``aws.sdk.retry`` event per retry, stamped where botocore's backoff sleep
+    starts (the end of the failed attempt), with how long it slept and why: a trace
+    viewer shows it at the start of the gap between the attempt spans. Recorded at
+    the end of the call, like the attempt spans, so the call pays nothing meanwhile."""
     previous = attempts[0]
     for attempt in attempts[1:]:
-        backoff_ns = attempt.start_ns - (previous.end_ns or attempt.start_ns)
-        _add_event(
-            span,
-            "aws.sdk.retry",
-            {
-                "aws.sdk.attempt": attempt.number,
-                "aws.sdk.retry.reason": previous.outcome or "error",
-                "aws.sdk.retry_backoff_ms": backoff_ns / _NS_PER_MS,
-            },
-            attempt.start_ns + WALL_OFFSET_NS,
-        )
+        sleep_start = previous.end_ns or attempt.start_ns
+        attributes: dict[str, Any] = {
+            "aws.sdk.attempt": attempt.number,
+            "aws.sdk.retry.reason": previous.outcome or "error",
+            "aws.sdk.retry_backoff_ms": (attempt.start_ns - sleep_start) / _NS_PER_MS,
+        }
+        error_type = previous.error_type
+        if error_type is not None:
+            attributes["error.type"] = error_type
+        _add_event(span, "aws.sdk.retry", attributes, sleep_start + WALL_OFFSET_NS)
         previous = attempt
-
-
-def _span_kind(op: Operation) -> SpanKind:
-    kind = getattr(op, "span_kind", None)
-    return kind if isinstance(kind, SpanKind) else SpanKind.CLIENT
 
 
 def _description(call: Call) -> str:

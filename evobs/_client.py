@@ -1,0 +1,124 @@
+"""The base classes evobs adds to botocore clients: the call-level safety net.
+
+Added at creating-client-class (the documented way to extend generated clients),
+or by a ``__class__`` swap for a client instrumented after its creation. Their
+``_make_api_call`` opens a :class:`~evobs._handlers.CallFrame` around the parent's,
+so every call that opened a span is closed and the OpenTelemetry context restored,
+whatever raised. One skeleton for both: the async variant only awaits.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable
+from time import perf_counter_ns
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+
+from ._handlers import CallFrame
+
+if TYPE_CHECKING:
+    from ._install import Instrumentation
+
+__all__ = ["AsyncInstrumentedClient", "InstrumentedClient", "base_class_for", "is_instrumented"]
+
+
+class _TimedConstruction:
+    """Times client construction and reports it once the client exists."""
+
+    _evobs: Instrumentation | None = None
+    _evobs_class_ns: int = 0
+    #: The OTel context an s3transfer carrier clone runs its calls in (``_transfer``).
+    _evobs_parent: otel_context.Context | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        inst = self._evobs
+        if inst is not None and inst.enabled and self._evobs_class_ns:
+            meta = getattr(self, "meta", None)
+            service_model = getattr(meta, "service_model", None)
+            service = str(getattr(service_model, "service_id", "unknown"))
+            inst.handlers.client_created(
+                service,
+                getattr(meta, "region_name", None),
+                perf_counter_ns() - self._evobs_class_ns,
+            )
+
+
+class _Guard:
+    """What one guarded ``_make_api_call`` opened: its call frame and, for a transfer's
+    carrier clone, the transfer span's context (detached after, LIFO)."""
+
+    __slots__ = ("frame", "parent_token")
+
+    def __init__(self, client: _TimedConstruction, inst: Instrumentation) -> None:
+        parent = client._evobs_parent
+        self.parent_token = None if parent is None else otel_context.attach(parent)
+        self.frame = CallFrame(inst.handlers)
+
+    def close(self, error: BaseException | None) -> None:
+        try:
+            self.frame.close(error)
+        finally:
+            if self.parent_token is not None:
+                otel_context.detach(self.parent_token)
+
+
+def _guard(client: _TimedConstruction) -> _Guard | None:
+    inst = client._evobs
+    if inst is None or not inst.enabled:
+        return None
+    return _Guard(client, inst)
+
+
+class InstrumentedClient(_TimedConstruction):
+    """The safety net for botocore clients."""
+
+    def _make_api_call(self, operation_name: str, api_params: Any) -> Any:
+        guard = _guard(self)
+        if guard is None:
+            return super()._make_api_call(operation_name, api_params)  # type: ignore[misc]
+        error: BaseException | None = None
+        try:
+            return super()._make_api_call(operation_name, api_params)  # type: ignore[misc]
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            # The exception's traceback holds this frame: the reference back to it is
+            # dropped, so a failed call leaves no garbage cycle.
+            guard.close(error)
+            error = None
+
+
+class AsyncInstrumentedClient(_TimedConstruction):
+    """The same safety net for aiobotocore, whose ``_make_api_call`` is a coroutine (a
+    synchronous try/finally around it would close the span at once)."""
+
+    async def _make_api_call(self, operation_name: str, api_params: Any) -> Any:
+        guard = _guard(self)
+        if guard is None:
+            return await super()._make_api_call(operation_name, api_params)  # type: ignore[misc]
+        error: BaseException | None = None
+        try:
+            return await super()._make_api_call(operation_name, api_params)  # type: ignore[misc]
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            guard.close(error)
+            error = None
+
+
+def base_class_for(classes: Iterable[type]) -> type[_TimedConstruction]:
+    """The safety net that fits a client class: async if its ``_make_api_call`` is."""
+    is_async = any(
+        inspect.iscoroutinefunction(getattr(cls, "_make_api_call", None)) for cls in classes
+    )
+    return AsyncInstrumentedClient if is_async else InstrumentedClient
+
+
+def is_instrumented(client: Any) -> bool:
+    """Whether a client object already carries evobs's safety net."""
+    return isinstance(client, InstrumentedClient | AsyncInstrumentedClient)

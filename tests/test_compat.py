@@ -1,0 +1,322 @@
+"""Every private detail of another library that evobs reads (``evobs/_compat``), named
+one by one: an upgrade that renames one fails the test of that name, and the fallback
+that then applies loses nothing (tested here too). Also: the SDK span path is decided
+once per tracer and can never lose a span."""
+
+from __future__ import annotations
+
+import collections
+import inspect
+from typing import Any
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSPreparedRequest
+from opentelemetry import context as otel_context
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider, sampling
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import metrics as prom_metrics
+from prometheus_client import values as prom_values
+
+import evobs
+from evobs._compat import botocore as botocore_compat
+from evobs._compat import otel_api, otel_sdk, prometheus
+from evobs.signals.traces import TracesSignal
+
+PROVEN = otel_sdk.fast_spans_proven()
+needs_proven_sdk = pytest.mark.skipif(
+    not PROVEN, reason=f"opentelemetry-sdk {otel_sdk.SDK_VERSION} takes the public API path"
+)
+
+
+# -- opentelemetry-sdk --------------------------------------------------------------------
+
+
+def _tracer() -> Any:
+    return TracerProvider().get_tracer("compat-test")
+
+
+@needs_proven_sdk
+def test_sdk_tracer_instrumentation_scope() -> None:
+    """``Tracer._instrumentation_scope``: the scope evobs's spans carry."""
+    assert _tracer()._instrumentation_scope.name == "compat-test"
+
+
+@needs_proven_sdk
+def test_sdk_tracer_span_limits() -> None:
+    """``Tracer._span_limits``: the limits evobs applies as the SDK does."""
+    assert isinstance(_tracer()._span_limits, SpanLimits)
+
+
+@needs_proven_sdk
+def test_sdk_tracer_is_enabled() -> None:
+    """``Tracer._is_enabled``: tracer configurators can disable a tracer."""
+    assert _tracer()._is_enabled() is True
+
+
+@needs_proven_sdk
+def test_sdk_multi_span_processor_span_processors() -> None:
+    """``SynchronousMultiSpanProcessor._span_processors``: a tuple, replaced on add."""
+    provider = TracerProvider()
+    multi = _tracer_of(provider).span_processor
+    before = otel_sdk.span_processors(multi)
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    after = otel_sdk.span_processors(multi)
+    assert before == () and isinstance(after, tuple) and len(after) == 1
+
+
+@needs_proven_sdk
+def test_sdk_processor_on_ending() -> None:
+    """Processors' ``_on_ending`` (OnEnding, experimental): the SDK's own are no-ops."""
+    hook = otel_sdk.on_ending_hook(SimpleSpanProcessor(InMemorySpanExporter()))
+    assert hook is not None
+    assert SimpleSpanProcessor._on_ending in otel_sdk.noop_ending_hooks()
+
+
+def test_sdk_parent_based_delegates() -> None:
+    """``ParentBased._root`` and its four parent delegates: the SDK's default sampler is
+    recognised and answered without a call; anything unreadable means "ask"."""
+    assert otel_sdk.default_sampler_mode(sampling.DEFAULT_ON) == otel_sdk.PARENT_OR_ON
+    assert otel_sdk.default_sampler_mode(sampling.ALWAYS_ON) == otel_sdk.ALWAYS_ON
+    custom = sampling.ParentBased(sampling.TraceIdRatioBased(0.5))
+    assert otel_sdk.default_sampler_mode(custom) == otel_sdk.ASK
+    odd = sampling.ParentBased(sampling.ALWAYS_ON)
+    del odd._root
+    assert otel_sdk.default_sampler_mode(odd) == otel_sdk.ASK
+
+
+def test_sdk_readable_span_constructor_fields() -> None:
+    """``ReadableSpan.__init__`` takes every keyword evobs's span passes."""
+    parameters = set(inspect.signature(ReadableSpan.__init__).parameters)
+    assert parameters >= otel_sdk.READABLE_SPAN_FIELDS
+
+
+def test_sdk_batch_processor_queue() -> None:
+    """``BatchSpanProcessor._batch_processor._queue``/``_max_queue_size`` (>= 1.34) or
+    ``.queue``/``.max_queue_size``: the queue whose overflow evobs counts as drops."""
+    processor = BatchSpanProcessor(
+        InMemorySpanExporter(), max_queue_size=64, max_export_batch_size=16
+    )
+    try:
+        found = otel_sdk.batch_queue(processor)
+        assert found is not None
+        queue, size = found
+        assert isinstance(queue, collections.deque) and size == 64
+    finally:
+        processor.shutdown()
+    assert otel_sdk.batch_queue(object()) is None
+
+
+def test_fast_spans_proven_range() -> None:
+    """The span path applies only on the SDK versions the dependency matrix proves."""
+    low, high = otel_sdk.FAST_SPANS_PROVEN
+    assert otel_sdk.fast_spans_proven((*low, 0))
+    assert otel_sdk.fast_spans_proven((*high, 9))
+    assert not otel_sdk.fast_spans_proven((low[0], low[1] - 1, 0))
+    assert not otel_sdk.fast_spans_proven((high[0], high[1] + 1, 0))
+    assert not otel_sdk.fast_spans_proven(())
+
+
+def _tracer_of(provider: TracerProvider) -> Any:
+    return provider.get_tracer("compat-test")
+
+
+# -- the span path decided once, never losing a span ----------------------------------------
+
+
+def _traces_signal(handle: evobs.Instrumentation) -> TracesSignal:
+    return next(s for s in handle.signals if isinstance(s, TracesSignal))
+
+
+class _Rig:
+    def __init__(self) -> None:
+        self.exporter = InMemorySpanExporter()
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.registry = CollectorRegistry()
+
+
+def _calls(session: boto3.Session, moto_url: str, n: int) -> None:
+    client = session.client("sqs", endpoint_url=moto_url)
+    for _ in range(n):
+        client.list_queues()
+
+
+@needs_proven_sdk
+def test_fast_path_taken_on_a_proven_sdk(session: boto3.Session, moto_url: str) -> None:
+    """On a proven SDK with every part in shape, the SDK's own tracer takes the path."""
+    rig = _Rig()
+    handle = evobs.instrument(session, tracer_provider=rig.provider, registry=rig.registry)
+    try:
+        assert _traces_signal(handle).fast_spans
+        _calls(session, moto_url, 2)
+    finally:
+        handle.uninstrument()
+    assert len(rig.exporter.get_finished_spans()) == 2
+
+
+def test_fast_path_can_be_switched_off(
+    session: boto3.Session, moto_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``fast_spans=False`` and ``EVOBS_FAST_SPANS=0``: the public API, same spans."""
+    for kwargs, env in (({"fast_spans": False}, None), ({}, "0")):
+        if env is not None:
+            monkeypatch.setenv("EVOBS_FAST_SPANS", env)
+        rig = _Rig()
+        handle = evobs.instrument(
+            session, tracer_provider=rig.provider, registry=rig.registry, **kwargs
+        )
+        try:
+            assert not _traces_signal(handle).fast_spans
+            _calls(session, moto_url, 1)
+        finally:
+            handle.uninstrument()
+        assert [s.name for s in rig.exporter.get_finished_spans()] == ["SQS.ListQueues"]
+
+
+def test_sdk_version_not_proven_takes_the_api(
+    session: boto3.Session, moto_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An SDK release the matrix has not proven (simulated: one minor past the newest)
+    takes the public API, decided at instrument() time; every span is exported."""
+    high = otel_sdk.FAST_SPANS_PROVEN[1]
+    monkeypatch.setattr(otel_sdk, "SDK_VERSION", (high[0], high[1] + 1, 0))
+    rig = _Rig()
+    handle = evobs.instrument(session, tracer_provider=rig.provider, registry=rig.registry)
+    try:
+        assert not _traces_signal(handle).fast_spans
+        _calls(session, moto_url, 3)
+    finally:
+        handle.uninstrument()
+    assert len(rig.exporter.get_finished_spans()) == 3
+
+
+def _processors_as_list(provider: TracerProvider) -> Any:
+    """An SDK whose multi processor keeps its processors in a list, not the tuple the
+    span path expects (the SDK itself works the same with either)."""
+    multi = provider._active_span_processor
+    multi._span_processors = list(multi._span_processors)
+    return multi
+
+
+@needs_proven_sdk
+def test_private_part_of_another_shape_takes_the_api(session: boto3.Session, moto_url: str) -> None:
+    """A private part in a shape the path does not expect is seen at instrument() time:
+    the public API, every span exported, nothing counted as a failure."""
+    rig = _Rig()
+    _processors_as_list(rig.provider)
+    handle = evobs.instrument(session, tracer_provider=rig.provider, registry=rig.registry)
+    try:
+        assert not _traces_signal(handle).fast_spans
+        _calls(session, moto_url, 3)
+    finally:
+        handle.uninstrument()
+    assert len(rig.exporter.get_finished_spans()) == 3
+    assert (
+        rig.registry.get_sample_value("evobs_handler_errors_total", {"event": "fast-spans"}) is None
+    )
+
+
+@needs_proven_sdk
+def test_private_part_changed_at_run_time_loses_no_span(
+    session: boto3.Session, moto_url: str
+) -> None:
+    """The provider's processors change shape while calls run (a broken assumption at
+    run time, while a call's span is open): that span and every later one are exported,
+    nothing raises per call, and the switch to the public API is counted once."""
+    rig = _Rig()
+    handle = evobs.instrument(session, tracer_provider=rig.provider, registry=rig.registry)
+    client = session.client("sqs", endpoint_url=moto_url)
+
+    def change(**_: Any) -> None:
+        _processors_as_list(rig.provider)
+
+    try:
+        client.list_queues()
+        assert _traces_signal(handle).fast_spans
+        client.meta.events.register("after-call.sqs.ListQueues", change)
+        client.list_queues()  # changed while this call's span is open
+        client.meta.events.unregister("after-call.sqs.ListQueues", change)
+        client.list_queues()
+        client.list_queues()
+        assert not _traces_signal(handle).fast_spans
+    finally:
+        handle.uninstrument()
+    assert [s.name for s in rig.exporter.get_finished_spans()] == ["SQS.ListQueues"] * 4
+    assert rig.registry.get_sample_value("evobs_handler_errors_total", {"event": "fast-spans"}) == 1
+
+
+# -- opentelemetry-api --------------------------------------------------------------------
+
+
+def test_api_suppress_instrumentation_key() -> None:
+    """``opentelemetry.context._SUPPRESS_INSTRUMENTATION_KEY``: the suppression flag."""
+    key = otel_api.SUPPRESS_INSTRUMENTATION_KEY
+    assert key is not None
+    token = otel_context.attach(otel_context.set_value(key, True))
+    try:
+        assert otel_api.instrumentation_suppressed()
+    finally:
+        otel_context.detach(token)
+    assert not otel_api.instrumentation_suppressed()
+
+
+# -- prometheus_client --------------------------------------------------------------------
+
+
+def test_prometheus_value_class_multiprocess() -> None:
+    """``values.ValueClass._multiprocess``: whether values live in files."""
+    assert isinstance(prom_values.ValueClass._multiprocess, bool)
+    assert prometheus.multiprocess_mode() is prom_values.ValueClass._multiprocess
+
+
+def test_prometheus_labelnames_and_upper_bounds() -> None:
+    """``MetricWrapperBase._labelnames`` and ``Histogram._upper_bounds``."""
+    registry = CollectorRegistry()
+    counter = Counter("compat_c", "c", ("a", "b"), registry=registry)
+    histogram = Histogram("compat_h", "h", buckets=(0.5, 1.0), registry=registry)
+    assert prometheus.labelnames(counter) == ("a", "b")
+    assert prometheus.histogram_bounds(histogram) == (0.5, 1.0)
+    assert prometheus.labelnames(object()) is None
+    assert prometheus.histogram_bounds(object()) is None
+
+
+def test_prometheus_use_created(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``metrics._use_created``: whether ``_created`` samples are exposed (default on)."""
+    assert prometheus.use_created() is prom_metrics._use_created
+    monkeypatch.delattr(prom_metrics, "_use_created")
+    assert prometheus.use_created() is True
+
+
+# -- botocore / boto3 ------------------------------------------------------------------------
+
+
+def test_botocore_throttled_error_codes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``retries.standard.ThrottledRetryableChecker._THROTTLED_ERROR_CODES``; without it
+    the codes botocore has always listed, so throttling stays throttling."""
+    from botocore.retries.standard import ThrottledRetryableChecker
+
+    codes = botocore_compat.throttling_error_codes()
+    assert codes == frozenset(ThrottledRetryableChecker._THROTTLED_ERROR_CODES)
+    assert {"ThrottlingException", "SlowDown", "Throttling"} <= codes
+    monkeypatch.delattr(ThrottledRetryableChecker, "_THROTTLED_ERROR_CODES")
+    assert botocore_compat.throttling_error_codes() >= {"ThrottlingException", "SlowDown"}
+
+
+def test_botocore_prepared_request_context() -> None:
+    """``AWSPreparedRequest(context=...)`` from botocore 1.43.68; before it, before-send is
+    correlated per thread (both paths are tested in the suite)."""
+    has = "context" in inspect.signature(AWSPreparedRequest.__init__).parameters
+    assert botocore_compat.PREPARED_REQUEST_HAS_CONTEXT is has
+
+
+def test_boto3_get_default_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``boto3._get_default_session()``; without it, the public ``DEFAULT_SESSION``."""
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    session = botocore_compat.default_boto3_session()
+    assert session is boto3.DEFAULT_SESSION
+    monkeypatch.delattr(boto3, "_get_default_session")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    assert botocore_compat.default_boto3_session() is boto3.DEFAULT_SESSION is not None
