@@ -480,14 +480,10 @@ def test_capture_params_alone_never_turns_content_on() -> None:
     assert not genai.Settings.from_options(None, environ={}).capture_content
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_redact renders bedrock-runtime's messages, system and content as plain strings "
-    "in aws.request.params: they must be message bodies (docs/genai.md, known gaps)",
-)
 def test_captured_params_hold_no_prompts() -> None:
     """capture_params=True renders a Converse call's params without its prompts, system
-    prompts or tool arguments, and an ApplyGuardrail call's without its content."""
+    prompts or tool definitions (each a ``<body>``, as an SQS message body), and an
+    ApplyGuardrail call's without its content; the model id and parameters stay."""
     model = botocore.session.get_session().get_service_model("bedrock-runtime")
     converse = _redact.render_params(
         model.operation_model("Converse"),
@@ -495,8 +491,13 @@ def test_captured_params_hold_no_prompts() -> None:
             "modelId": MODEL,
             "messages": [{"role": "user", "content": [{"text": SENTINEL}]}],
             "system": [{"text": SENTINEL}],
+            "toolConfig": {
+                "tools": [{"toolSpec": {"name": "lookup", "description": SENTINEL}}]
+            },
+            "inferenceConfig": {"maxTokens": 77},
         },
     )
+    assert converse.count("<body>") == 3 and "77" in converse
     guardrail = _redact.render_params(
         model.operation_model("ApplyGuardrail"),
         {

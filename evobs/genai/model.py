@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Any, Final
 
 from . import semconv
-from .capture import Content
+from .capture import Content, Settings
 
 __all__ = [
     "MAX_WIRE_CHARS",
+    "Facts",
     "Request",
     "Response",
     "count",
@@ -250,3 +251,20 @@ class Response:
             f"<genai.Response finish={self.finish_reasons} in={self.input_tokens} "
             f"out={self.output_tokens}>"
         )
+
+
+class Facts:
+    """One GenAI call as its record carries it (``Call.genai``): what was asked, the
+    settings it was read with, and, once a non-streaming call returns, what came back
+    (a stream's response comes with its summary, at the stream's end). Plain data:
+    set by the operation's hooks, rendered by the signals."""
+
+    __slots__ = ("request", "response", "settings")
+
+    def __init__(self, request: Request, settings: Settings) -> None:
+        self.request = request
+        self.settings = settings
+        self.response: Response | None = None
+
+    def __repr__(self) -> str:
+        return f"<genai.Facts {self.request!r} {self.response!r}>"

@@ -39,7 +39,6 @@ from typing import Any, Final
 
 from botocore.eventstream import EventStream
 from botocore.exceptions import EventStreamError
-from urllib3.exceptions import HTTPError as URLLib3HTTPError
 
 from .._call import classify
 from .._redact import redact_text
@@ -289,11 +288,7 @@ def _classify_error(
         summary.error_type = code
         summary.http_status = status
         summary.outcome = classify(status, code, exc)
-    elif isinstance(exc, URLLib3HTTPError):  # the connection broke mid-stream
-        summary.error_type = type(exc).__name__
-        summary.error_message = redact_text(str(exc))
-        summary.outcome = "connection_error"
-    else:
+    else:  # a broken connection (``connection_error``), or anything else
         summary.error_type = type(exc).__name__
         summary.error_message = redact_text(str(exc))
         summary.outcome = classify(None, None, exc)
