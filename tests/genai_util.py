@@ -38,7 +38,13 @@ _SESSION: list[boto3.Session] = []
 
 
 def client_for(server: BedrockServer, attempts: int = 1) -> Any:
-    """A bedrock-runtime client of the local endpoint (``attempts`` in total).
+    """A bedrock-runtime client of the local endpoint (``attempts`` in total)."""
+    return client_at(server.url, attempts)
+
+
+def client_at(url: str, attempts: int = 1) -> Any:
+    """A bedrock-runtime client of ``url`` (the local endpoint, or a fault proxy in front
+    of it), ``attempts`` in total.
 
     Clients share one session (its loaded service model): creating one costs ~10 ms
     instead of ~300 ms. Each client has its own event handlers.
@@ -53,7 +59,7 @@ def client_for(server: BedrockServer, attempts: int = 1) -> Any:
         )
     return _SESSION[0].client(
         "bedrock-runtime",
-        endpoint_url=server.url,
+        endpoint_url=url,
         config=Config(
             retries={"mode": "standard", "total_max_attempts": attempts},
             connect_timeout=2,
