@@ -41,6 +41,7 @@ import re
 import socket
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -651,12 +652,22 @@ class BedrockServer:
     """
 
     def __init__(
-        self, *, host: str = "127.0.0.1", port: int = 0, completion: str = DEFAULT_COMPLETION
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        completion: str = DEFAULT_COMPLETION,
+        first_token_seconds: float = 0.0,
+        token_seconds: float = 0.0,
     ) -> None:
         self._host = host
         self._port = port
         #: What the model answers (its words are the output tokens).
         self.completion = completion
+        #: How long the model takes to its first token, then per further event (the demo
+        #: sets them, so a stream's time to first chunk differs from its duration).
+        self.first_token_seconds = first_token_seconds
+        self.token_seconds = token_seconds
         self._lock = threading.Lock()
         self._queue: list[BedrockFault] = []
         self._requests: list[BedrockRequest] = []
@@ -816,6 +827,8 @@ class _Handler(BaseHTTPRequestHandler):
             or (isinstance(request, dict) and request.get("guardrailConfig"))
         )
         answer = _Answer(request, owner.completion, guardrail)
+        if operation not in _STREAMING:  # the whole answer is generated before it is sent
+            time.sleep(owner.first_token_seconds + owner.token_seconds * answer.output_tokens)
         if operation == "Converse":
             self._json(record, rid, 200, self._converse(answer))
         elif operation == "InvokeModel":
@@ -945,8 +958,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         if fault is not None and fault.kind in ("stream_error", "cut"):
             frames = frames[: fault.after]
+        owner = self.server.owner
         try:
-            for frame in frames:
+            for index, frame in enumerate(frames):
+                delay = owner.first_token_seconds if index == 0 else owner.token_seconds
+                if delay:
+                    time.sleep(delay)
                 self._write_chunk(frame)
             if fault is not None and fault.kind == "cut":
                 self._cut()
