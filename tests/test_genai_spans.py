@@ -636,3 +636,51 @@ def test_latest_generation_content_and_stream_attributes(
     (output,) = json.loads(a["gen_ai.output.messages"])
     assert output["parts"] == [{"type": "text", "content": DEFAULT_COMPLETION}]
     assert bedrock.span().events == ()
+
+
+# -- the docs ------------------------------------------------------------------------------
+
+
+def test_every_genai_attribute_and_event_is_documented(
+    bedrock_server: BedrockServer, recorder: SpanRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every attribute and event a GenAI span carries (both generations, content on, a
+    stream broken mid-way, a guardrail) is named in docs/genai.md or the span docs."""
+    import re
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    text = "".join((docs / page).read_text() for page in ("genai.md", "telemetry.md"))
+    documented = set(re.findall(r"`([a-z_][a-z0-9_]*(?:\.[a-z0-9_]+)*)`", text))
+    guardrail = {"guardrailIdentifier": "gr-1", "guardrailVersion": "1"}
+    for generation in (semconv.DEFAULT, semconv.LATEST):
+        monkeypatch.setattr(semconv, "GENERATION", generation)
+        monkeypatch.setattr(bedrock_runtime, "_SETTINGS", {})
+        bedrock = _instrumented(bedrock_server.url, recorder, capture_genai_content=True)
+        try:
+            bedrock.client.converse(
+                modelId=CLAUDE,
+                messages=MESSAGES,
+                system=[{"text": SYSTEM}],
+                guardrailConfig=guardrail,
+                inferenceConfig={"maxTokens": 5, "topP": 0.5},
+            )
+            body = {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": 9}
+            bedrock.client.invoke_model(modelId=CLAUDE, body=json.dumps(body).encode())
+            bedrock.client.apply_guardrail(
+                source="OUTPUT", content=[{"text": {"text": "ok"}}], **guardrail
+            )
+            list(bedrock.client.converse_stream(modelId=NOVA, messages=MESSAGES)["stream"])
+            bedrock_server.script([BedrockFault.stream_error("throttlingException", after=2)])
+            with pytest.raises(EventStreamError):
+                list(bedrock.client.converse_stream(modelId=NOVA, messages=MESSAGES)["stream"])
+        finally:
+            bedrock.handle.uninstrument()
+    emitted: set[str] = set()
+    for span in recorder.spans:
+        emitted.update(span.attributes or {})
+        for event in span.events:
+            emitted.add(event.name)
+            emitted.update(k for k in event.attributes or {} if not k.startswith("exception."))
+    assert {"gen_ai.input.messages", "gen_ai.choice", "body", "aws.sdk.stream.end"} <= emitted
+    assert sorted(emitted - documented) == []
