@@ -491,9 +491,7 @@ def test_captured_params_hold_no_prompts() -> None:
             "modelId": MODEL,
             "messages": [{"role": "user", "content": [{"text": SENTINEL}]}],
             "system": [{"text": SENTINEL}],
-            "toolConfig": {
-                "tools": [{"toolSpec": {"name": "lookup", "description": SENTINEL}}]
-            },
+            "toolConfig": {"tools": [{"toolSpec": {"name": "lookup", "description": SENTINEL}}]},
             "inferenceConfig": {"maxTokens": 77},
         },
     )

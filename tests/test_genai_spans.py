@@ -684,3 +684,87 @@ def test_every_genai_attribute_and_event_is_documented(
             emitted.update(k for k in event.attributes or {} if not k.startswith("exception."))
     assert {"gen_ai.input.messages", "gen_ai.choice", "body", "aws.sdk.stream.end"} <= emitted
     assert sorted(emitted - documented) == []
+
+
+# -- export ---------------------------------------------------------------------------------
+
+_AT_EXIT = """
+import sys
+import boto3
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+import evobs
+
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stdout)))
+session = boto3.Session(
+    aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+)
+evobs.instrument(session, tracer_provider=provider, signals=["traces"])
+client = session.client("bedrock-runtime", endpoint_url=sys.argv[1])
+KEPT = client.converse_stream(
+    modelId="us.amazon.nova-lite-v1:0", messages=[{"role": "user", "content": [{"text": "hi"}]}]
+)
+print("returned", flush=True)
+"""
+
+
+def test_a_stream_never_read_ends_its_span_at_exit(
+    bedrock_server: BedrockServer, tmp_path: Any
+) -> None:
+    """A script that keeps a stream unread until it exits: the stream is finalized at
+    exit, and its span ends then, before the span processors shut down (a new thread
+    would not outlive the process)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unread.py"
+    script.write_text(_AT_EXIT)
+    done = subprocess.run(
+        [sys.executable, str(script), bedrock_server.url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert out.index("returned") < out.index('"aws.sdk.stream.end": "collected"'), out[-3000:]
+
+
+def test_stream_spans_cross_the_real_otlp_exporter(
+    bedrock_server: BedrockServer, registry: CollectorRegistry
+) -> None:
+    """Through ``evobs.configure`` and the real OTLP/HTTP exporter, a stream's span arrives
+    once it ends, with the GenAI attributes and how the stream ended."""
+    from .otlp_receiver import otlp_receiver
+
+    with otlp_receiver() as receiver:
+        telemetry = evobs.configure(
+            "assistant",
+            traces="otlp",
+            otlp_endpoint=receiver.base_url,
+            metrics_port=None,
+            logs=None,
+            registry=registry,
+            set_global=False,
+        )
+        client = client_at(bedrock_server.url)
+        handle = evobs.instrument(
+            client, tracer_provider=telemetry.tracer_provider, registry=registry
+        )
+        try:
+            stream = client.converse_stream(modelId=NOVA, messages=MESSAGES)["stream"]
+            iterator = iter(stream)
+            next(iterator)
+            stream.close()
+            telemetry.force_flush(timeout=10)
+        finally:
+            handle.uninstrument()
+            telemetry.shutdown(timeout=10)
+        (span,) = receiver.named(f"chat {NOVA}")
+    assert span.attributes["gen_ai.request.model"] == NOVA
+    assert span.attributes["aws.sdk.stream.end"] == "closed"
+    assert span.attributes["aws.sdk.stream.events"] == 1
+    assert span.attributes["rpc.method"] == "ConverseStream"
+    assert span.end_ns > span.start_ns

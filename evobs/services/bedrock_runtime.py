@@ -113,7 +113,13 @@ def _follow(call: Call, facts: Facts, parsed: dict[str, Any], errors: HandlerErr
 
 def _off_the_finalizer(handle: StreamHandle, summary: StreamSummary) -> None:
     """End a collected stream on a new thread: ``_thread`` takes no Python-level lock
-    (``threading.Thread.start`` does), and a collection can interrupt any code."""
+    (``threading.Thread.start`` does), and a collection can interrupt any code. At exit
+    (the main thread has stopped: a stream still referenced is finalized by ``atexit``),
+    a new thread would not outlive the process: the stream ends here, before the span
+    processors shut down."""
+    if not threading.main_thread().is_alive():
+        handle.end(summary)
+        return
     try:
         _thread.start_new_thread(handle.end, (summary,))
     except RuntimeError:  # the interpreter is shutting down: no new threads
