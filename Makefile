@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 AIO_VENV  := .venv-aio
 AIO_STAMP := $(AIO_VENV)/.installed
 
-.PHONY: demo test test-aio lint bench soak format clean
+.PHONY: demo test test-aio lint bench soak format dist clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,8 +47,15 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The wheel and sdist in dist/ (the package is not on a public index: install from these, or
+# from a checkout; see docs/quickstart.md).
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
 soak: $(STAMP)
 	EVOBS_SOAK_FULL=1 $(BIN)/pytest -q -m slow tests
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist evobs.egg-info

@@ -10,7 +10,6 @@ computed here once, so a span, a metric sample and a log event never disagree.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -20,6 +19,7 @@ from botocore.exceptions import HTTPClientError
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 from ._compat.botocore import throttling_error_codes
+from ._fork import ForkSafeLock
 
 if TYPE_CHECKING:
     from opentelemetry.trace import SpanContext
@@ -275,7 +275,7 @@ class StreamHandle:
 
     def __init__(self, errors: HandlerErrors | None = None) -> None:
         self._errors = errors
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self._callbacks: list[Callable[[Any], None]] = []
         self._ended = False
         self._summary: Any = None

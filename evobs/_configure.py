@@ -5,7 +5,8 @@ Libraries call :func:`evobs.instrument`; an application may also call
 
 - traces: an SDK ``TracerProvider`` (resource with ``service.name``) whose spans
   go through a ``BatchSpanProcessor`` to the OTLP/HTTP exporter (or the console),
-- metrics: the Prometheus ``/metrics`` HTTP server,
+- metrics: the Prometheus ``/metrics`` HTTP server and, when asked
+  (``otel_metrics="otlp"``), an SDK ``MeterProvider`` exporting over OTLP/HTTP,
 - logs: JSON or console output for the ``evobs`` logger only.
 
 Export always happens off the calling thread with a bounded timeout, so an
@@ -20,20 +21,25 @@ import atexit
 import logging
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from ._compat.otel_api import no_global_meter_provider
 from ._env import truthy
 from ._export import (
     DEFAULT_SPAN_QUEUE_SIZE,
     CountingSpanProcessor,
+    build_resource,
     build_tracer_provider,
     resolve_otlp_endpoint,
 )
+from ._fork import ForkSafeLock
 from ._log import get_logger
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.trace import TracerProvider
 
     from ._install import Instrumentation
@@ -48,13 +54,20 @@ __all__ = [
 
 #: ``Telemetry.shutdown()`` returns after this long at most, flushed or not.
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 5.0
-#: After a timed-out shutdown, how long the export thread gets to fail (and count) what
-#: it still holds once the exporter is shut down; it no longer waits on the network then.
+#: After a timed-out flush, how long the export thread gets to fail (and count) what it
+#: still holds once the exporter is shut down (it no longer waits on the network then);
+#: taken out of the shutdown's own timeout, never added to it.
 _ABANDON_GRACE_SECONDS: Final = 1.0
+#: The part of a shutdown's timeout the span flush leaves to what follows it (the
+#: abandonment above and stopping the metrics server), and its cap in seconds.
+_AFTER_FLUSH_SHARE: Final = 0.2
+_AFTER_FLUSH_MAX_SECONDS: Final = 1.0
 
+_MAX_PORT: Final = 65535
 _HANDLER_MARK: Final = "_evobs_configured"
 
 Traces = Literal["otlp", "console"]
+OtelMetrics = Literal["otlp", "console"]
 Logs = Literal["json", "console"]
 
 
@@ -111,8 +124,11 @@ class Telemetry:
         "_shut_down",
         "_span_processor",
         "is_global",
+        "meter_is_global",
+        "meter_provider",
         "metrics_server",
         "otlp_endpoint",
+        "otlp_metrics_endpoint",
         "registry",
         "tracer_provider",
     )
@@ -127,12 +143,18 @@ class Telemetry:
         self.otlp_endpoint: str | None = None
         #: The running ``/metrics`` server (``evobs.start_metrics_server``), or None.
         self.metrics_server: MetricsServer | None = None
+        #: The SDK MeterProvider configure() built for ``otel_metrics``, or None.
+        self.meter_provider: MeterProvider | None = None
+        #: Whether that provider became the global one (only if none was set before).
+        self.meter_is_global = False
+        #: The full OTLP/HTTP URL metrics go to, when ``otel_metrics="otlp"``.
+        self.otlp_metrics_endpoint: str | None = None
         self._span_processor: CountingSpanProcessor | None = None
         self._log_handler: logging.Handler | None = None
         self._log_level_before = logging.NOTSET
         self._instrumentations: list[Instrumentation] = []
         self._shut_down = False
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
 
     @property
     def metrics_port(self) -> int | None:
@@ -153,11 +175,19 @@ class Telemetry:
         return value or 0.0
 
     def instrument(self, target: Any = None, **options: Any) -> Instrumentation:
-        """``evobs.instrument(target)`` into this provider and registry; undone by shutdown()."""
+        """``evobs.instrument(target)`` into these providers and registry; undone by
+        shutdown(). With ``otel_metrics`` configured, the default signals include it."""
         from ._install import instrument
+        from ._options import SIGNAL_NAMES
 
+        if self.meter_provider is not None and "signals" not in options:
+            options["signals"] = (*SIGNAL_NAMES, "otel_metrics")
         handle = instrument(
-            target, tracer_provider=self.tracer_provider, registry=self.registry, **options
+            target,
+            tracer_provider=self.tracer_provider,
+            registry=self.registry,
+            meter_provider=self.meter_provider,
+            **options,
         )
         with self._lock:
             if handle not in self._instrumentations:
@@ -165,19 +195,29 @@ class Telemetry:
         return handle
 
     def force_flush(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> bool:
-        """Export the queued spans now; waits ``timeout`` seconds at most."""
+        """Export the queued spans (and the OpenTelemetry metrics) now; waits ``timeout``
+        seconds at most."""
+        deadline = time.monotonic() + timeout
+        flushed = True
         provider = self.tracer_provider
-        if provider is None:
-            return True
-        return _bounded(lambda: provider.force_flush(int(timeout * 1000)), timeout)[0]
+        if provider is not None:
+            flushed = _bounded(lambda: provider.force_flush(int(timeout * 1000)), timeout)[0]
+        meters = self.meter_provider
+        if meters is not None:
+            left = max(deadline - time.monotonic(), 0.0)
+            flushed = _bounded(lambda: meters.force_flush(left * 1000), left)[0] and flushed
+        return flushed
 
     def shutdown(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> bool:
         """Flush and stop everything configure() started; returns within ``timeout`` seconds.
 
+        Every part (span flush, abandoning what is left, the metrics server) takes
+        its time out of one deadline, so the whole returns within ``timeout``.
         Returns False if the spans could not all be exported in time (a down or
         hanging collector): the rest are abandoned (and counted as dropped if the
         exporter gives up on them), never waited for. Idempotent.
         """
+        deadline = _Deadline(timeout)
         with self._lock:
             if self._shut_down:
                 return True
@@ -192,23 +232,34 @@ class Telemetry:
                 get_logger().warning(
                     "evobs.configure.uninstrument_failed", error_type=type(exc).__name__
                 )
+        server, self.metrics_server = self.metrics_server, None
+        after_flush = min(max(timeout, 0.0) * _AFTER_FLUSH_SHARE, _AFTER_FLUSH_MAX_SECONDS)
         flushed = True
         provider = self.tracer_provider
         if provider is not None:
-            flushed, flushing = _bounded(provider.shutdown, timeout)
+            flushed, flushing = _bounded(
+                provider.shutdown, deadline.share("flush", keep=after_flush)
+            )
             if not flushed and self._span_processor is not None:
-                # Abort the exporter's retry back-off so the worker thread ends soon: the
-                # spans still queued then fail at once and are counted as dropped.
                 exporter = getattr(self._span_processor.processor, "span_exporter", None)
-                try:
-                    if exporter is not None:
-                        exporter.shutdown()
-                except Exception:  # best effort on a stuck exporter
-                    pass
-                flushing.join(_ABANDON_GRACE_SECONDS)
-        server, self.metrics_server = self.metrics_server, None
+                _bounded(
+                    lambda: _abandon(exporter, flushing),
+                    deadline.share("abandon", keep=after_flush / 2 if server else 0.0),
+                    "evobs.configure.abandon_failed",
+                )
+        meters = self.meter_provider
+        if meters is not None:
+            # The last collection is exported in the time left (none left: abandoned).
+            left = deadline.share("metrics", keep=after_flush / 2 if server else 0.0)
+            flushed = _bounded(lambda: meters.shutdown(left * 1000), left)[0] and flushed
         if server is not None:
-            server.shutdown()
+            # Stopping the server waits for its poll loop; past the deadline it finishes
+            # on its own thread and the port is released then.
+            _bounded(
+                server.shutdown,
+                deadline.share("metrics_server"),
+                "evobs.configure.metrics_server_stop_failed",
+            )
         handler = self._log_handler
         if handler is not None:
             evobs_logger = logging.getLogger("evobs")
@@ -227,11 +278,38 @@ class Telemetry:
     def __repr__(self) -> str:
         return (
             f"Telemetry(tracer_provider={'yes' if self.tracer_provider else 'no'}, "
-            f"otlp_endpoint={self.otlp_endpoint!r}, metrics_url={self.metrics_url!r})"
+            f"otlp_endpoint={self.otlp_endpoint!r}, metrics_url={self.metrics_url!r}, "
+            f"otlp_metrics_endpoint={self.otlp_metrics_endpoint!r})"
         )
 
 
-def _bounded(func: Any, timeout: float) -> tuple[bool, threading.Thread]:
+class _Deadline:
+    """One time budget shared by the parts of a shutdown: each gets what is left of it."""
+
+    __slots__ = ("end",)
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + max(seconds, 0.0)
+
+    def share(self, part: str, keep: float = 0.0) -> float:
+        """Seconds ``part`` may take now, keeping ``keep`` for the parts after it."""
+        return max(self.end - time.monotonic() - keep, 0.0)
+
+
+def _abandon(exporter: Any, flushing: threading.Thread) -> None:
+    """Abort the exporter's retry back-off, then give the export thread a short grace.
+
+    Once the exporter is shut down the spans still queued fail at once and are counted
+    as dropped, so the grace is spent counting, not waiting on the network.
+    """
+    if exporter is not None:
+        exporter.shutdown()
+    flushing.join(_ABANDON_GRACE_SECONDS)
+
+
+def _bounded(
+    func: Any, timeout: float, failure_event: str = "evobs.configure.flush_failed"
+) -> tuple[bool, threading.Thread]:
     """Run ``func`` on a daemon thread and wait ``timeout`` seconds at most."""
     result: list[Any] = []
 
@@ -239,7 +317,7 @@ def _bounded(func: Any, timeout: float) -> tuple[bool, threading.Thread]:
         try:
             result.append(func())
         except Exception as exc:
-            get_logger().warning("evobs.configure.flush_failed", error_type=type(exc).__name__)
+            get_logger().warning(failure_event, error_type=type(exc).__name__)
             result.append(False)
 
     thread = threading.Thread(target=run, name="evobs-telemetry-flush", daemon=True)
@@ -263,6 +341,7 @@ def configure(
     span_queue_size: int | None = None,
     metrics_port: int | None = 9464,
     metrics_addr: str = "127.0.0.1",
+    otel_metrics: OtelMetrics | None = None,
     logs: Logs | None = "json",
     log_level: int | str = logging.INFO,
     log_stream: Any = None,
@@ -281,6 +360,11 @@ def configure(
     - ``metrics_port``: serve ``/metrics`` there (0 picks a free port; None: no
       server). ``metrics_addr`` defaults to loopback: pass ``"0.0.0.0"`` for a
       Prometheus outside the host or container.
+    - ``otel_metrics``: ``"otlp"`` (an SDK MeterProvider exporting periodically over
+      OTLP/HTTP to the metrics URL of ``otlp_endpoint``, else
+      ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT``),
+      ``"console"``, or None (the default: no provider). Global like the tracer
+      provider; what the handle instruments then records the ``otel_metrics`` signal too.
     - ``logs``: ``"json"`` or ``"console"`` output for the ``evobs`` logger only (its
       own handler, level ``log_level``, on ``log_stream``, default stderr); the root
       logger and structlog's global configuration are left alone.
@@ -294,11 +378,18 @@ def configure(
         )
     if logs not in ("json", "console", None):
         raise ValueError(f"evobs.configure: logs must be 'json', 'console' or None, got {logs!r}")
+    if otel_metrics not in ("otlp", "console", None):
+        raise ValueError(
+            f"evobs.configure: otel_metrics must be 'otlp', 'console' or None, got {otel_metrics!r}"
+        )
     if metrics_port is not None and (
-        not isinstance(metrics_port, int) or isinstance(metrics_port, bool) or metrics_port < 0
+        not isinstance(metrics_port, int)
+        or isinstance(metrics_port, bool)
+        or not 0 <= metrics_port <= _MAX_PORT
     ):
         raise ValueError(
-            f"evobs.configure: metrics_port must be a port number or None, got {metrics_port!r}"
+            "evobs.configure: metrics_port must be a port number from 0 to 65535 (0 picks a "
+            f"free port) or None, got {metrics_port!r}"
         )
     if span_queue_size is not None and (
         not isinstance(span_queue_size, int) or span_queue_size < 1
@@ -320,6 +411,16 @@ def configure(
                 otlp_headers,
                 export_timeout,
                 span_queue_size,
+                set_global,
+            )
+        if otel_metrics is not None and not truthy("OTEL_SDK_DISABLED"):
+            _configure_otel_metrics(
+                telemetry,
+                service_name,
+                otel_metrics,
+                otlp_endpoint,
+                otlp_headers,
+                export_timeout,
                 set_global,
             )
         if metrics_port is not None:
@@ -387,6 +488,53 @@ def _configure_traces(
             reason="a global TracerProvider was already set; evobs's provider is used only "
             "by instrumentations made through the Telemetry handle",
         )
+
+
+def _configure_otel_metrics(
+    telemetry: Telemetry,
+    service_name: str | None,
+    kind: OtelMetrics,
+    otlp_endpoint: str | None,
+    otlp_headers: dict[str, str] | None,
+    export_timeout: float | None,
+    set_global: bool,
+) -> None:
+    """An SDK MeterProvider whose reader exports on its own thread (every
+    ``OTEL_METRIC_EXPORT_INTERVAL`` ms, 60 s by default) to OTLP/HTTP or the console."""
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    exporter: Any
+    if kind == "otlp":
+        try:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                OTLPMetricExporter,
+            )
+        except ImportError as exc:
+            raise RuntimeError(
+                "evobs.configure(otel_metrics='otlp') needs the OTLP/HTTP exporter: "
+                "pip install 'evobs[otlp]' (or pass otel_metrics='console' or None)"
+            ) from exc
+        endpoint = resolve_otlp_endpoint(otlp_endpoint, "metrics")
+        exporter = OTLPMetricExporter(
+            endpoint=endpoint, headers=otlp_headers, timeout=export_timeout
+        )
+        telemetry.otlp_metrics_endpoint = endpoint
+    else:
+        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+        exporter = ConsoleMetricExporter(out=sys.stdout)
+    # configure()'s own exit handler flushes it, bounded (the SDK's waits up to 30 s).
+    provider = MeterProvider(
+        metric_readers=[PeriodicExportingMetricReader(exporter)],
+        resource=build_resource(service_name),
+        shutdown_on_exit=False,
+    )
+    telemetry.meter_provider = provider
+    if set_global and no_global_meter_provider():
+        metrics.set_meter_provider(provider)
+        telemetry.meter_is_global = metrics.get_meter_provider() is provider
 
 
 def _configure_logs(

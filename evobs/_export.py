@@ -8,7 +8,6 @@ Spans that never leave the process (queue full, export failed) are counted in
 from __future__ import annotations
 
 import os
-import threading
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -16,6 +15,7 @@ from urllib.parse import urlsplit
 
 from . import _selfmetrics
 from ._compat.otel_sdk import batch_queue
+from ._fork import ForkSafeLock
 from ._log import get_logger
 
 if TYPE_CHECKING:
@@ -49,6 +49,11 @@ DEFAULT_EXPORT_BATCH_SIZE: Final = 512
 DEFAULT_SCHEDULE_DELAY_MS: Final = 1000
 _DEFAULT_OTLP_BASE: Final = "http://localhost:4318"
 _TRACES_PATH: Final = "/v1/traces"
+#: Per OTLP signal: its path under a base URL and the variable naming its full URL.
+_SIGNALS: Final = {
+    "traces": (_TRACES_PATH, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+    "metrics": ("/v1/metrics", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"),
+}
 
 
 def _env_int(name: str, default: int) -> int:
@@ -81,7 +86,7 @@ class CountingSpanProcessor:
         self.processor = processor
         self._counter = counter
         self._closed = False
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         found = batch_queue(processor)
         self._queue: deque[Any] | None = None
         self._size = 0
@@ -159,22 +164,34 @@ class CountingExporter:
 # -- endpoint and resource --------------------------------------------------------------
 
 
-def resolve_otlp_endpoint(otlp_endpoint: str | None = None) -> str:
-    """The full OTLP/HTTP traces URL: the argument, else the standard variables.
+def resolve_otlp_endpoint(otlp_endpoint: str | None = None, signal: str = "traces") -> str:
+    """The full OTLP/HTTP URL of ``signal`` (traces, metrics): the argument, else the
+    standard variables.
 
     A URL without a path (``http://jaeger:4318``) is a base and gets ``/v1/traces``
-    appended, as ``OTEL_EXPORTER_OTLP_ENDPOINT`` does; a URL with a path is used as
-    is, as ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is.
+    (``/v1/metrics``) appended, as ``OTEL_EXPORTER_OTLP_ENDPOINT`` does; a URL with a
+    path is a traces URL used as is, as ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is. Metrics
+    go next to a traces URL that ends in ``/v1/traces`` (``.../v1/metrics``); for any
+    other traces path there is no telling, which is a ``ValueError``.
     """
+    path, variable = _SIGNALS[signal]
     if otlp_endpoint:
-        if urlsplit(otlp_endpoint).path.strip("/"):
+        if not urlsplit(otlp_endpoint).path.strip("/"):
+            return otlp_endpoint.rstrip("/") + path
+        if signal == "traces":
             return otlp_endpoint
-        return otlp_endpoint.rstrip("/") + _TRACES_PATH
-    signal = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
-    if signal:
-        return signal
+        if otlp_endpoint.rstrip("/").endswith(_TRACES_PATH):
+            return otlp_endpoint.rstrip("/").removesuffix(_TRACES_PATH) + path
+        raise ValueError(
+            f"evobs.configure: otlp_endpoint {otlp_endpoint!r} is a traces URL that does not "
+            f"end in {_TRACES_PATH}, so the {signal} URL cannot be derived from it: pass a "
+            f"base URL, or set {variable}"
+        )
+    full = os.environ.get(variable, "").strip()
+    if full:
+        return full
     base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or _DEFAULT_OTLP_BASE
-    return base.rstrip("/") + _TRACES_PATH
+    return base.rstrip("/") + path
 
 
 def otlp_endpoint_is_set() -> bool:

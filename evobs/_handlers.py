@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable
+from threading import get_ident
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Final
 
 from ._call import Attempt, Call, classify
 from ._compat.botocore import PREPARED_REQUEST_HAS_CONTEXT
 from ._compat.otel_api import instrumentation_suppressed
+from ._fork import after_fork_in_child
 from ._operation import operation_for
 from .signals import ClientCreated, ResourceCreated, receivers
 
@@ -84,6 +86,7 @@ class Fanout:
         "attempt_ended",
         "attempt_started",
         "call_ended",
+        "call_forgotten",
         "call_started",
         "client_created",
         "resource_created",
@@ -96,6 +99,7 @@ class Fanout:
         self.attempt_started = receivers(signals, "attempt_started")
         self.attempt_ended = receivers(signals, "attempt_ended")
         self.call_ended = receivers(signals, "call_ended")
+        self.call_forgotten = receivers(signals, "call_forgotten")
         self.client_created = receivers(signals, "client_created")
         self.resource_created = receivers(signals, "resource_created")
 
@@ -103,23 +107,45 @@ class Fanout:
 class CallFrame:
     """The calls opened inside one ``_make_api_call`` of an instrumented client (whose
     injected base class opens the frame), so that :meth:`close` can end whatever
-    botocore's events left open: the safety net of DESIGN 2."""
+    botocore's events left open: the safety net of DESIGN 2. Live frames are known by
+    thread, so a forked child forgets the calls of threads it does not have."""
 
-    __slots__ = ("calls", "handlers", "token")
+    __slots__ = ("__weakref__", "calls", "handlers", "token")
 
     def __init__(self, handlers: Handlers) -> None:
         self.handlers = handlers
         self.calls: list[Call] = []
         self.token = _CALL_FRAME.set(self)
+        _LIVE_FRAMES[self] = get_ident()
 
     def close(self, error: BaseException | None) -> None:
         try:
+            _LIVE_FRAMES.pop(self, None)
             for call in self.calls:
                 if not call.ended:  # rare: a path with no after-call event
                     self.handlers.abandon(self.calls, error)
                     break
         finally:
             _CALL_FRAME.reset(self.token)
+
+
+#: Every open frame, by the thread it runs on.
+_LIVE_FRAMES: Final[dict[CallFrame, int]] = {}
+
+
+@after_fork_in_child
+def _forget_other_threads() -> None:
+    """In a forked child: the calls other threads had in flight will never end here, so
+    their signals forget them (in-flight gauges back down, no span ended for them)."""
+    me = get_ident()
+    for frame, thread in list(_LIVE_FRAMES.items()):
+        if thread == me:
+            continue
+        _LIVE_FRAMES.pop(frame, None)
+        for call in frame.calls:
+            owner = call.owner
+            if not call.ended and owner is not None:
+                owner.forget(call)
 
 
 _CALL_FRAME: Final[contextvars.ContextVar[CallFrame | None]] = contextvars.ContextVar(
@@ -142,7 +168,7 @@ class Handlers:
         self.options = options
         self.fanout = fanout
         self.errors = errors
-        #: Writes ``X-Amzn-Trace-Id`` into an attempt's headers (None: off).
+        #: Writes ``X-Amzn-Trace-Id`` into each attempt's headers (None: off).
         self.request_header = request_header
         #: Shared with every copy of the handlers (clients copy the session's):
         #: ``uninstrument`` clears it, and nothing is recorded after that.
@@ -322,7 +348,7 @@ class Handlers:
                 attempt.sent_ns = perf_counter_ns()
             header = self.request_header
             if header is not None and call.span_context is not None and not call.ended:
-                header(request)
+                header(request.headers)  # after signing: never signed
         except Exception as exc:
             self.errors.record("before-send", exc)
 
@@ -438,6 +464,14 @@ class Handlers:
                 (call.owner or self)._end(call)
         except Exception as exc:
             self.errors.record("call-done", exc)
+
+    def forget(self, call: Call) -> None:
+        """Drop a call that will never end (its thread is gone: a forked child)."""
+        call.ended = True
+        try:
+            self._deliver("call_forgotten", self.fanout.call_forgotten, call)
+        finally:
+            _release(call)
 
     # -- the safety net -----------------------------------------------------------
 

@@ -11,7 +11,6 @@ that ``uninstrument`` undoes. Process-wide mode lives in ``_process``.
 from __future__ import annotations
 
 import sys
-import threading
 import weakref
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Final
@@ -22,6 +21,7 @@ from opentelemetry import trace
 
 from ._client import base_class_for
 from ._env import truthy
+from ._fork import ForkSafeLock
 from ._handlers import Fanout, Handlers
 from ._log import HandlerErrors, get_logger
 from ._options import Options
@@ -29,6 +29,7 @@ from ._propagation import request_header_writer
 from ._transfer import TRANSFER_METHODS, wrap_transfer_methods
 
 if TYPE_CHECKING:
+    from opentelemetry import metrics
     from prometheus_client import CollectorRegistry
 
     from .signals import Signal
@@ -63,7 +64,7 @@ _UID: Final = "evobs."
 #: Every instrumentation by the event emitter it registered on.
 INSTALLED: Final[weakref.WeakKeyDictionary[Any, Instrumentation]] = weakref.WeakKeyDictionary()
 #: Held while registering or unregistering (botocore's emitter is not safe for that).
-LOCK: Final = threading.RLock()
+LOCK: Final = ForkSafeLock(reentrant=True)
 
 
 # -- what calls are rendered into ------------------------------------------------------
@@ -76,6 +77,7 @@ class Outputs:
     __slots__ = (
         "errors",
         "fanout",
+        "meter_provider",
         "options",
         "registry",
         "request_header",
@@ -88,22 +90,32 @@ class Outputs:
         options: Options,
         tracer_provider: trace.TracerProvider | None,
         registry: CollectorRegistry | None,
+        meter_provider: metrics.MeterProvider | None = None,
         *,
         disabled: bool = False,
     ) -> None:
         self.options = options
         self.tracer_provider = tracer_provider
+        self.meter_provider = meter_provider
         self.registry = registry
         self.errors = HandlerErrors(registry, eager="metrics" in options.signals)
         self.signals: tuple[Signal, ...] = (
-            () if disabled else _build_signals(options, tracer_provider, registry, self.errors)
+            ()
+            if disabled
+            else _build_signals(options, tracer_provider, registry, self.errors, meter_provider)
         )
         self.fanout = Fanout(self.signals)
         traces_on = any(getattr(s, "name", None) == "traces" for s in self.signals)
         self.request_header = request_header_writer() if traces_on and options.xray_header else None
 
-    def same(self, options: Options, tracer_provider: Any, registry: Any) -> bool:
-        if self.options != options or self.tracer_provider is not tracer_provider:
+    def same(
+        self, options: Options, tracer_provider: Any, registry: Any, meter_provider: Any = None
+    ) -> bool:
+        if (
+            self.options != options
+            or self.tracer_provider is not tracer_provider
+            or self.meter_provider is not meter_provider
+        ):
             return False
         return self.registry is registry or _registry(self.registry) is _registry(registry)
 
@@ -113,13 +125,33 @@ def _build_signals(
     tracer_provider: trace.TracerProvider | None,
     registry: CollectorRegistry | None,
     errors: HandlerErrors,
+    meter_provider: metrics.MeterProvider | None = None,
 ) -> tuple[Signal, ...]:
-    """Built-in signals by name, each imported only when enabled, in any order (each
-    reads only the call record), then the user's own signal objects."""
+    """Built-in signals by name, each imported only when enabled, then the user's own
+    signal objects. Each reads only the call record; one exception to "any order": the
+    OpenTelemetry metrics signal is delivered before the traces signal, so that at its
+    ``call_ended`` the call span is still current and the SDK's exemplars point at it."""
     out: list[Signal] = []
-    for name in options.signals:
+    names = [n for n in options.signals if isinstance(n, str)]
+    if "otel_metrics" in names:
+        names.remove("otel_metrics")
+        names.insert(0, "otel_metrics")
+    for name in [*names, *(s for s in options.signals if not isinstance(s, str))]:
         if not isinstance(name, str):
             out.append(name)
+        elif name == "otel_metrics":
+            if truthy("OTEL_SDK_DISABLED"):
+                continue
+            from ._registry import MetricConflictError
+            from .signals.otel_metrics import OtelMetricsSignal
+
+            try:
+                out.append(OtelMetricsSignal(meter_provider, options))
+            except MetricConflictError:
+                raise
+            except Exception as exc:
+                # A meter provider that cannot even give a meter costs only this signal.
+                errors.record("instrument", exc)
         elif name == "traces":
             if truthy("OTEL_SDK_DISABLED"):
                 continue
@@ -202,6 +234,10 @@ class Instrumentation:
     @property
     def tracer_provider(self) -> trace.TracerProvider | None:
         return self.outputs.tracer_provider
+
+    @property
+    def meter_provider(self) -> metrics.MeterProvider | None:
+        return self.outputs.meter_provider
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -356,19 +392,27 @@ def _default_session() -> Any:
     except ImportError:
         raise TypeError(
             "evobs.instrument(None) instruments boto3's default session, but boto3 is not "
-            "installed (pip install 'evobs[boto3]'); pass a botocore session or client instead"
+            "installed: pip install 'evobs[boto3]' (or pass a botocore session or client)"
         ) from None
     from ._compat.botocore import default_boto3_session
 
     return default_boto3_session()
 
 
-def validate_providers(tracer_provider: Any, registry: Any) -> None:
+def validate_providers(tracer_provider: Any, registry: Any, meter_provider: Any = None) -> None:
     if tracer_provider is not None and not isinstance(tracer_provider, trace.TracerProvider):
         raise TypeError(
             "evobs: tracer_provider must be an opentelemetry TracerProvider, "
             f"got {type(tracer_provider).__name__}"
         )
+    if meter_provider is not None:
+        from opentelemetry.metrics import MeterProvider  # only loaded when used
+
+        if not isinstance(meter_provider, MeterProvider):
+            raise TypeError(
+                "evobs: meter_provider must be an opentelemetry MeterProvider, "
+                f"got {type(meter_provider).__name__}"
+            )
     if registry is not None:
         from prometheus_client import CollectorRegistry
 
@@ -397,11 +441,12 @@ def instrument(
     *,
     tracer_provider: trace.TracerProvider | None = None,
     registry: CollectorRegistry | None = None,
+    meter_provider: metrics.MeterProvider | None = None,
     **options: Any,
 ) -> Instrumentation:
     """Instrument a session or client: every AWS call through it becomes a span,
     metrics and a log event. Idempotent for the same options."""
-    validate_providers(tracer_provider, registry)
+    validate_providers(tracer_provider, registry, meter_provider)
     opts = Options(**options)
     kind, obj, emitter = resolve_target(target)
     with LOCK:
@@ -413,7 +458,7 @@ def instrument(
         if existing is not None:
             if existing.process_wide:
                 existing.uninstrument()  # per-session options win for their session
-            elif existing.outputs.same(opts, tracer_provider, registry):
+            elif existing.outputs.same(opts, tracer_provider, registry, meter_provider):
                 return existing
             else:
                 raise ValueError(
@@ -421,9 +466,9 @@ def instrument(
                     "call evobs.uninstrument() on it first"
                 )
         if truthy("EVOBS_DISABLED"):
-            outputs = Outputs(opts, tracer_provider, registry, disabled=True)
+            outputs = Outputs(opts, tracer_provider, registry, meter_provider, disabled=True)
             return Instrumentation(obj, emitter, outputs, disabled=True)
-        return install(kind, obj, emitter, Outputs(opts, tracer_provider, registry))
+        return install(kind, obj, emitter, Outputs(opts, tracer_provider, registry, meter_provider))
 
 
 def uninstrument(target: Any = None) -> None:

@@ -8,10 +8,10 @@ the application configures logging (or calls ``evobs.configure(logs=...)``).
 from __future__ import annotations
 
 import logging
-import threading
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _selfmetrics
+from ._fork import ForkSafeLock
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -48,7 +48,7 @@ def _readable(_: Any, __: str, event_dict: Any) -> EventDict:
 
 
 _LOGGER: Any = None
-_LOGGER_LOCK: Final = threading.Lock()
+_LOGGER_LOCK: Final = ForkSafeLock()
 
 
 def get_logger() -> Any:
@@ -101,7 +101,7 @@ class HandlerErrors:
         self._counter: Any = _selfmetrics.handler_errors(registry) if eager else None
         self._children: dict[str, Any] = {}
         self._seen: set[tuple[str, type[BaseException]]] = set()
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
 
     def record(self, event: str, exc: BaseException) -> None:
         try:

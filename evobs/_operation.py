@@ -6,9 +6,9 @@ this cache is bounded even when an application creates a client per request.
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any, Final
 
+from ._fork import ForkSafeLock
 from .services import traits_for
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def _modeled_throttling_codes(model: Any) -> frozenset[str]:
 
 
 _CACHE: Final[dict[tuple[str, str, str], Operation]] = {}
-_LOCK: Final = threading.Lock()
+_LOCK: Final = ForkSafeLock()
 
 
 def operation_for(model: Any) -> Operation:

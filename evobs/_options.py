@@ -12,9 +12,19 @@ from typing import Any, Final
 
 from ._env import flag
 
-__all__ = ["DEFAULT_DURATION_BUCKETS", "SIGNAL_NAMES", "Options", "options_from_env"]
+__all__ = [
+    "DEFAULT_DURATION_BUCKETS",
+    "KNOWN_SIGNAL_NAMES",
+    "SIGNAL_NAMES",
+    "Options",
+    "options_from_env",
+]
 
+#: The signals on by default.
 SIGNAL_NAMES: Final = ("traces", "metrics", "logs")
+#: Every built-in signal name: the defaults and ``otel_metrics`` (the OpenTelemetry
+#: Metrics API, opt-in), alone or next to ``metrics`` (Prometheus).
+KNOWN_SIGNAL_NAMES: Final = (*SIGNAL_NAMES, "otel_metrics")
 
 #: Histogram buckets for AWS latencies: 1 ms to 60 s.
 DEFAULT_DURATION_BUCKETS: Final = (
@@ -146,7 +156,7 @@ class Options:
             "fast_spans", options.get("fast_spans", flag("EVOBS_FAST_SPANS", True))
         )
         self.xray_header = _bool(
-            "xray_header", options.get("xray_header", flag("EVOBS_XRAY_HEADER", True))
+            "xray_header", options.get("xray_header", flag("EVOBS_XRAY_HEADER", False))
         )
         self.peer_service = _bool(
             "peer_service", options.get("peer_service", flag("EVOBS_PEER_SERVICE", False))
@@ -190,15 +200,16 @@ def _same(a: object, b: object) -> bool:
 def _signals(value: object) -> tuple[Any, ...]:
     if isinstance(value, str) or not isinstance(value, Iterable):
         raise TypeError(
-            "evobs: 'signals' must be a collection of 'traces', 'metrics', 'logs' "
-            f"and/or evobs.Signal objects, got {value!r}"
+            "evobs: 'signals' must be a collection of 'traces', 'metrics', 'logs', "
+            f"'otel_metrics' and/or evobs.Signal objects, got {value!r}"
         )
     out: list[Any] = []
     for item in value:
         if isinstance(item, str):
-            if item not in SIGNAL_NAMES:
+            if item not in KNOWN_SIGNAL_NAMES:
                 raise ValueError(
-                    f"evobs: unknown signal {item!r}; use 'traces', 'metrics' or 'logs'"
+                    f"evobs: unknown signal {item!r}; use 'traces', 'metrics', 'logs' or "
+                    "'otel_metrics'"
                 )
         elif not any(
             callable(getattr(item, m, None))

@@ -28,6 +28,7 @@ from ._install import INSTALLED, LOCK, Instrumentation, Outputs, install, valida
 from ._options import Options
 
 if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
     from prometheus_client import CollectorRegistry
 
@@ -92,24 +93,27 @@ def instrument_all(
     *,
     tracer_provider: TracerProvider | None = None,
     registry: CollectorRegistry | None = None,
+    meter_provider: MeterProvider | None = None,
     **options: Any,
 ) -> ProcessInstrumentation:
     """Instrument every botocore session created from now on (``boto3.Session()``,
     ``botocore.session.get_session()``, aiobotocore's sessions) and boto3's default
     session, with the same options as :func:`evobs.instrument`. Idempotent for the same
     options; undone exactly by :func:`uninstrument_all`."""
-    validate_providers(tracer_provider, registry)
+    validate_providers(tracer_provider, registry, meter_provider)
     opts = Options(**options)
     with LOCK:
         current = _CURRENT[0]
         if current is not None:
-            if current.outputs.same(opts, tracer_provider, registry):
+            if current.outputs.same(opts, tracer_provider, registry, meter_provider):
                 return current
             raise ValueError(
                 "evobs: the process is already instrumented with other options; "
                 "call evobs.uninstrument_all() first"
             )
-        outputs = Outputs(opts, tracer_provider, registry, disabled=truthy("EVOBS_DISABLED"))
+        outputs = Outputs(
+            opts, tracer_provider, registry, meter_provider, disabled=truthy("EVOBS_DISABLED")
+        )
         current = ProcessInstrumentation(outputs)
         if truthy("EVOBS_DISABLED"):
             return current

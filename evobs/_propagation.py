@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
@@ -32,6 +31,8 @@ from typing import TYPE_CHECKING, Any, Final
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+from ._fork import ForkSafeLock
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -212,17 +213,16 @@ def xray_header(span_context: SpanContext) -> str | None:
 
 def request_header_writer() -> Callable[[Any], None] | None:
     """A function that writes the current span's ``X-Amzn-Trace-Id`` into an attempt's
-    headers, through the AWS X-Ray propagator package (``evobs[xray]``); None when the
-    package is not installed. A header already there (the user's, or botocore's own in
-    Lambda) is left as it is."""
+    headers at before-send, after signing (SigV4 never signs it), through the AWS X-Ray
+    propagator package (``evobs[xray]``); None when the package is not installed. A
+    header already there (the user's, or botocore's own in Lambda) is left as it is."""
     try:
         from opentelemetry.propagators.aws import AwsXRayPropagator
     except ImportError:
         return None
     inject = AwsXRayPropagator().inject
 
-    def write(request: Any) -> None:
-        headers = request.headers
+    def write(headers: Any) -> None:
         if TRACE_ID_HEADER not in headers:
             inject(headers)
 
@@ -335,7 +335,7 @@ def inject_client_context(call: Call, params: dict[str, Any], context: dict[str,
 # by message id, so extract_context still finds it. Bounded, oldest out first.
 _REMEMBERED: Final[OrderedDict[str, dict[str, str]]] = OrderedDict()
 _REMEMBERED_MAX: Final = 4096
-_REMEMBERED_LOCK: Final = threading.Lock()
+_REMEMBERED_LOCK: Final = ForkSafeLock()
 
 
 def _remember(message_id: Any, carrier: dict[str, str]) -> None:

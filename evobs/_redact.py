@@ -26,13 +26,14 @@ import datetime
 import decimal
 import json
 import re
-import threading
 import traceback
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from botocore.model import Shape
 from botocore.parsers import ResponseParserError
+
+from ._fork import ForkSafeLock
 
 if TYPE_CHECKING:
     from ._call import Call
@@ -200,7 +201,7 @@ def _node(
 
 _PLANS: Final[dict[tuple[str, str, str, bool], _Node]] = {}
 _PLANS_MAX: Final = 2048
-_PLANS_LOCK: Final = threading.Lock()
+_PLANS_LOCK: Final = ForkSafeLock()
 
 
 def _plan(model: Any, output: bool = False) -> _Node:

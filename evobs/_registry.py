@@ -7,10 +7,11 @@ already holds a family of the same name that evobs did not create is reported at
 
 from __future__ import annotations
 
-import threading
 import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from ._fork import ForkSafeLock
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -22,7 +23,7 @@ M = TypeVar("M")
 _FAMILIES: Final[weakref.WeakKeyDictionary[CollectorRegistry, dict[str, Any]]] = (
     weakref.WeakKeyDictionary()
 )
-_LOCK: Final = threading.Lock()
+_LOCK: Final = ForkSafeLock()
 
 
 class MetricConflictError(ValueError):

@@ -14,7 +14,9 @@ worth opening in Jaeger.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import math
 import sys
 import threading
 import time
@@ -60,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--metrics-port",
-        type=int,
+        type=_port,
         default=9464,
         metavar="N",
         help="port for /metrics (default: 9464; 0 picks a free port)",
@@ -82,9 +84,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"must be a port number from 0 to 65535 (0 picks a free port), got {text!r}"
+        )
     return value
 
 
@@ -117,8 +134,10 @@ def _demo(args: argparse.Namespace) -> int:
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 120))
+    # Errors and warnings go to stderr, so a script reading the summary sees them apart.
+    errors = Console(stderr=True, soft_wrap=True)
     try:
-        return _DemoRun(args, console).run()
+        return _DemoRun(args, console, errors).run()
     except KeyboardInterrupt:
         console.print("[yellow]Interrupted.[/]")
         return 130
@@ -127,14 +146,16 @@ def _demo(args: argparse.Namespace) -> int:
 class _DemoRun:
     """One ``evobs demo`` run: start everything, run, summarise, stop everything."""
 
-    def __init__(self, args: argparse.Namespace, console: Any) -> None:
+    def __init__(self, args: argparse.Namespace, console: Any, errors: Any) -> None:
         self.args = args
         self.console = console
+        self.errors = errors
         self._flushed = True
         self._spans_seen = 0
 
     def run(self) -> int:
         from prometheus_client import CollectorRegistry
+        from rich.markup import escape
 
         from ._configure import configure
         from ._export import otlp_endpoint_is_set, resolve_otlp_endpoint
@@ -158,9 +179,13 @@ class _DemoRun:
                 export_timeout=3.0,
             )
         except OSError as exc:
-            self.console.print(
-                f"[red]{exc}[/]\nPass [bold]--metrics-port 0[/] to pick a free port."
+            hint = (
+                "\nPass [bold]--metrics-port 0[/] to pick a free port."
+                if exc.errno == errno.EADDRINUSE
+                else ""
             )
+            message = escape(str(exc.strerror or exc))
+            self.errors.print(f"[red]{message}[/]{hint}", highlight=False)
             return 2
         evobs_logger = logging.getLogger("evobs")
         level_before = evobs_logger.level
@@ -175,7 +200,7 @@ class _DemoRun:
             evobs_logger.removeHandler(logs.handler)
             evobs_logger.setLevel(level_before)
             if not telemetry.shutdown(timeout=3.0 if self._flushed else 0.5):
-                self.console.print(
+                self.errors.print(
                     "[yellow]Some spans could not be exported before exit "
                     f"(is the collector at {telemetry.otlp_endpoint} up?)[/]"
                 )
@@ -247,7 +272,7 @@ class _DemoRun:
                 )
                 failures = workload.tally.failures
                 if failures:
-                    console.print(
+                    self.errors.print(
                         "[red]The workload hit unexpected (non-AWS) exceptions: "
                         + ", ".join(f"{name} x{n}" for name, n in sorted(failures.items()))
                         + "[/]"

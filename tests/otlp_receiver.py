@@ -1,8 +1,10 @@
-"""A local OTLP/HTTP traces receiver for the tests: what Jaeger's port 4318 does.
+"""A local OTLP/HTTP receiver for the tests: what a Collector's (or Jaeger's) port 4318 does.
 
-It decodes each ``POST /v1/traces`` body as an ``ExportTraceServiceRequest`` with
-``opentelemetry-proto`` and keeps the spans, each with its resource attributes,
-so tests check what actually crossed the wire. Modes for the reliability tests:
+It decodes each ``POST /v1/traces`` body as an ``ExportTraceServiceRequest`` and each
+``POST /v1/metrics`` body as an ``ExportMetricsServiceRequest`` with
+``opentelemetry-proto``, and keeps the spans and the metric data points, each with its
+resource attributes, so tests check what actually crossed the wire. Modes for the
+reliability tests:
 ``"accept"`` (200; ``hold()``/``release()`` make it slow for a while), ``"refuse"``
 (closed port: nothing listens), ``"hang"`` (reads the request, never answers until
 stopped).
@@ -21,6 +23,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -29,7 +35,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 Mode = Literal["accept", "refuse", "hang"]
 
-__all__ = ["OTLPReceiver", "ReceivedSpan", "closed_port", "otlp_receiver"]
+__all__ = ["OTLPReceiver", "ReceivedPoint", "ReceivedSpan", "closed_port", "otlp_receiver"]
 
 
 def _value(value: AnyValue) -> Any:
@@ -67,6 +73,80 @@ class ReceivedSpan:
     links: list[str] = field(default_factory=list)
 
 
+@dataclass
+class ReceivedPoint:
+    """One decoded metric data point with its metric's name, unit and kind.
+
+    ``kind`` is the OTLP data field (``sum``, ``gauge``, ``histogram``...). Sums and
+    gauges carry ``value``; histograms ``count``, ``sum``, ``bucket_counts`` and
+    ``explicit_bounds``. ``temporality`` is OTLP's enum (1 delta, 2 cumulative).
+    """
+
+    metric: str
+    unit: str
+    description: str
+    kind: str
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    scope: str
+    scope_version: str
+    time_ns: int
+    value: float | None = None
+    count: int | None = None
+    sum: float | None = None
+    bucket_counts: list[int] = field(default_factory=list)
+    explicit_bounds: list[float] = field(default_factory=list)
+    is_monotonic: bool | None = None
+    temporality: int | None = None
+    exemplars: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _points(metric: Any, resource: dict[str, Any], scope: Any) -> list[ReceivedPoint]:
+    kind = metric.WhichOneof("data")
+    if kind is None:
+        return []
+    data = getattr(metric, kind)
+    common = {
+        "metric": metric.name,
+        "unit": metric.unit,
+        "description": metric.description,
+        "kind": kind,
+        "resource": resource,
+        "scope": scope.name,
+        "scope_version": scope.version,
+    }
+    extra: dict[str, Any] = {}
+    if kind == "sum":
+        extra = {"is_monotonic": data.is_monotonic}
+    if kind in ("sum", "histogram", "exponential_histogram"):
+        extra["temporality"] = data.aggregation_temporality
+    out = []
+    for point in data.data_points:
+        values: dict[str, Any] = {}
+        if kind in ("sum", "gauge"):
+            number = point.WhichOneof("value")
+            values["value"] = getattr(point, number) if number else None
+        elif kind == "histogram":
+            values = {
+                "count": point.count,
+                "sum": point.sum,
+                "bucket_counts": list(point.bucket_counts),
+                "explicit_bounds": list(point.explicit_bounds),
+            }
+        exemplars = [(e.trace_id.hex(), e.span_id.hex()) for e in getattr(point, "exemplars", ())]
+        out.append(
+            ReceivedPoint(
+                **common,
+                **extra,
+                **values,
+                attributes=_attributes(point.attributes),
+                time_ns=point.time_unix_nano,
+                exemplars=exemplars,
+            )
+        )
+    return out
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     receiver: OTLPReceiver
@@ -89,7 +169,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         receiver._gate.wait(60)
-        if self.path != "/v1/traces":
+        if self.path == "/v1/traces":
+            request: Any = ExportTraceServiceRequest()
+            response: Any = ExportTraceServiceResponse()
+            store = receiver._store
+        elif self.path == "/v1/metrics":
+            request = ExportMetricsServiceRequest()
+            response = ExportMetricsServiceResponse()
+            store = receiver._store_metrics
+        else:
             self._reply(404, b"")
             return
         encoding = (self.headers.get("Content-Encoding") or "").lower()
@@ -97,14 +185,13 @@ class _Handler(BaseHTTPRequestHandler):
             body = gzip.decompress(body)
         elif encoding == "deflate":
             body = zlib.decompress(body)
-        request = ExportTraceServiceRequest()
         try:
             request.ParseFromString(body)
         except Exception:
             self._reply(400, b"")
             return
-        receiver._store(request, self.headers.get("Content-Type", ""))
-        self._reply(200, ExportTraceServiceResponse().SerializeToString())
+        store(request, self.headers.get("Content-Type", ""))
+        self._reply(200, response.SerializeToString())
 
     def _reply(self, status: int, payload: bytes) -> None:
         self.send_response(status)
@@ -120,7 +207,10 @@ class OTLPReceiver:
     def __init__(self, mode: Mode = "accept") -> None:
         self.mode: Mode = mode
         self.spans: list[ReceivedSpan] = []
+        self.points: list[ReceivedPoint] = []
+        #: Content types of the trace requests (``metrics_requests`` counts the others).
         self.content_types: list[str] = []
+        self.metrics_requests = 0
         self._requests_seen = 0
         self._lock = threading.Lock()
         self._hold = threading.Event()
@@ -172,6 +262,11 @@ class OTLPReceiver:
         return self.base_url + "/v1/traces"
 
     @property
+    def metrics_url(self) -> str:
+        """The full metrics URL."""
+        return self.base_url + "/v1/metrics"
+
+    @property
     def requests_seen(self) -> int:
         return self._requests_seen
 
@@ -202,6 +297,31 @@ class OTLPReceiver:
         with self._lock:
             self.spans.extend(decoded)
             self.content_types.append(content_type)
+
+    def _store_metrics(self, request: ExportMetricsServiceRequest, content_type: str) -> None:
+        decoded: list[ReceivedPoint] = []
+        for resource_metrics in request.resource_metrics:
+            resource = _attributes(resource_metrics.resource.attributes)
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    decoded.extend(_points(metric, resource, scope_metrics.scope))
+        with self._lock:
+            self.points.extend(decoded)
+            self.metrics_requests += 1
+
+    def received_points(self, metric: str | None = None) -> list[ReceivedPoint]:
+        """Every data point received so far (of one metric if named), in arrival order."""
+        with self._lock:
+            return [p for p in self.points if metric is None or p.metric == metric]
+
+    def wait_for_points(self, metric: str, timeout: float = 10.0) -> list[ReceivedPoint]:
+        """Poll until a data point of ``metric`` arrived or the deadline passes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            points = self.received_points(metric)
+            if points or time.monotonic() >= deadline:
+                return points
+            time.sleep(0.02)
 
     def received(self) -> list[ReceivedSpan]:
         with self._lock:

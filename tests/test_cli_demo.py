@@ -141,7 +141,8 @@ def test_demo_metrics_port_in_use() -> None:
         port = taken.getsockname()[1]
         done = _run("demo", "--duration", "1", "--metrics-port", str(port))
     assert done.returncode == 2
-    assert "already in use" in done.stdout and "--metrics-port 0" in done.stdout
+    assert "already in use" in done.stderr and "--metrics-port 0" in done.stderr
+    assert done.stdout == ""
 
 
 def test_demo_serve_keeps_metrics_up_until_ctrl_c() -> None:

@@ -263,6 +263,17 @@ def test_api_suppress_instrumentation_key() -> None:
     assert not otel_api.instrumentation_suppressed()
 
 
+def test_api_proxy_meter_provider() -> None:
+    """``opentelemetry.metrics._internal._PROXY_METER_PROVIDER``: the placeholder that says
+    no global MeterProvider is set yet (configure() sets its own only then)."""
+    from opentelemetry import metrics
+    from opentelemetry.metrics import _internal
+
+    assert hasattr(_internal, "_PROXY_METER_PROVIDER")
+    expected = metrics.get_meter_provider() is _internal._PROXY_METER_PROVIDER
+    assert otel_api.no_global_meter_provider() is expected
+
+
 # -- prometheus_client --------------------------------------------------------------------
 
 

@@ -170,3 +170,67 @@ def test_promql_examples_are_valid(tmp_path: Path) -> None:
     with Prometheus([], tmp_path / "prom") as prom:
         for expr in examples:
             prom.query(expr)  # raises PrometheusError on a parse error
+
+
+# -- the OpenTelemetry metrics signal ----------------------------------------------------------
+
+_OTEL_ROW = re.compile(
+    r"^\|\s*`(client\.[a-z_.]+)`\s*\|\s*(histogram|counter|updowncounter)\s*\|\s*`([^`]+)`\s*"
+    r"\|([^|]*)\|\s*`([a-z_]+)`\s*\|"
+)
+#: The per-call instruments the AWS SDKs (.NET, Go; Kotlin with ``smithy.``) publish.
+SDK_STANDARD = (
+    "client.call.duration",
+    "client.call.attempts",
+    "client.call.errors",
+    "client.call.attempt_duration",
+    "client.call.resolve_endpoint_duration",
+    "client.call.serialization_duration",
+    "client.call.deserialization_duration",
+    "client.call.auth.signing_duration",
+    "client.call.auth.resolve_identity_duration",
+)
+
+
+def otel_rows() -> dict[str, tuple[str, str, frozenset[str], str]]:
+    """The OpenTelemetry instruments table: name -> (kind, unit, attributes, Prometheus)."""
+    rows: dict[str, tuple[str, str, frozenset[str], str]] = {}
+    for line in DOC.read_text().splitlines():
+        match = _OTEL_ROW.match(line)
+        if match:
+            name, kind, unit, attributes, prometheus = match.groups()
+            assert name not in rows, f"{name} listed twice"
+            rows[name] = (
+                kind,
+                unit,
+                frozenset(re.findall(r"`([a-z_.]+)`", attributes)),
+                prometheus,
+            )
+    return rows
+
+
+def test_otel_table_is_the_signal_s_instruments() -> None:
+    """The OpenTelemetry table lists exactly the signal's instruments, each with its kind,
+    unit and attribute keys, and names the Prometheus family the tests pair it with."""
+    from evobs.signals.otel_metrics import INSTRUMENTS
+    from tests.test_otel_metrics import PAIRS
+
+    rows = otel_rows()
+    assert set(rows) == set(INSTRUMENTS)
+    prometheus = {row.name: row.family for row in doc_rows().values()}
+    for name, (kind, unit, attributes, family_name) in rows.items():
+        code_kind, code_unit, _, code_attributes = INSTRUMENTS[name]
+        assert (kind, unit, attributes) == (code_kind, code_unit, frozenset(code_attributes)), name
+        assert family_name in prometheus, f"{name}: {family_name} is not a documented family"
+        assert PAIRS[prometheus[family_name]] == name
+
+
+def test_every_sdk_standard_instrument_is_recorded_or_explained() -> None:
+    """Each of the AWS SDKs' per-call instruments is either recorded or has a row in the
+    'Not recorded' table saying why and where its time is."""
+    from evobs.signals.otel_metrics import INSTRUMENTS
+
+    text = DOC.read_text()
+    not_recorded = text[text.index("### Not recorded") :]
+    for name in SDK_STANDARD:
+        assert name in INSTRUMENTS or f"| `{name}` |" in not_recorded, name

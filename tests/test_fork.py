@@ -9,6 +9,7 @@ its own calls keep being recorded exactly.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import queue
 import sys
@@ -215,3 +216,170 @@ def test_child_exports_its_spans_through_configure(
             assert len(receiver.wait_for(2 + CHILD_CALLS)) == 2 + CHILD_CALLS
         finally:
             assert telemetry.shutdown(timeout=5.0)
+
+
+# -- forks at the worst moments ---------------------------------------------------------
+
+
+def _fork_and_report(child: Any, timeout: float = 60.0) -> dict[str, Any]:
+    """Fork now (``os.fork``: in this thread, with the others frozen wherever they are);
+    the child runs ``child()`` and sends back its JSON report. A child that hangs (a lock
+    held forever) is killed and reported as such."""
+    import json
+    import os
+    import select
+    import signal
+    import time
+    import warnings
+
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded fork()"
+        pid = os.fork()
+    if pid == 0:  # the child
+        os.close(read_end)
+        code = 0
+        try:
+            payload = json.dumps(child()).encode()
+        except BaseException as exc:
+            payload = json.dumps({"error": repr(exc)}).encode()
+            code = 1
+        try:
+            os.write(write_end, payload)
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    deadline = time.monotonic() + timeout
+    chunks: list[bytes] = []
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                os.kill(pid, signal.SIGKILL)
+                return {"error": "the child hung (a lock held at the fork?)"}
+            ready, _, _ = select.select([read_end], [], [], left)
+            if ready:
+                chunk = os.read(read_end, 65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    return dict(json.loads(b"".join(chunks) or b'{"error": "no report"}'))
+
+
+def _in_flight(registry: CollectorRegistry, service: str) -> float | None:
+    return registry.get_sample_value("aws_sdk_calls_in_flight", {"service": service})
+
+
+def test_fork_while_another_thread_holds_every_lock(
+    session: boto3.Session, recorder: Any, registry: CollectorRegistry, moto_url: str
+) -> None:
+    """Another thread holds every lock evobs owns at the moment of the fork: the child
+    still makes calls (new operations, errors, a new service's series, new log and
+    metric state) that are recorded and exported, and ends with nothing in flight."""
+    import threading
+
+    from evobs import _fork
+
+    handle = evobs.instrument(session, tracer_provider=recorder.provider, registry=registry)
+    sts = session.client("sts", endpoint_url=moto_url)
+    sts.get_caller_identity()  # the STS series and its lock exist before the fork
+    locks = sorted(_fork._LOCKS, key=id)
+    assert len(locks) >= 8, "the test must see evobs's locks"
+    held = threading.Event()
+    done = threading.Event()
+
+    def hold_them_all() -> None:
+        for lock in locks:
+            lock.acquire()
+        held.set()
+        done.wait(120)
+        for lock in reversed(locks):
+            lock.release()
+
+    holder = threading.Thread(target=hold_them_all, daemon=True)
+    holder.start()
+    assert held.wait(30)
+    spans_before = len(recorder.spans)
+
+    def child() -> dict[str, Any]:
+        sts.get_caller_identity()
+        s3 = session.client("s3", endpoint_url=moto_url)
+        with contextlib.suppress(ClientError):
+            s3.head_object(Bucket="evobs-fork-locks", Key="missing")
+        session.client("dynamodb", endpoint_url=moto_url).list_tables()
+        names = [s.name for s in recorder.spans[spans_before:]]
+        return {
+            "spans": names,
+            "in_flight": [_in_flight(registry, s) for s in ("STS", "S3", "DynamoDB")],
+            "errors": registry.get_sample_value(
+                "aws_sdk_call_errors_total",
+                {"service": "S3", "operation": "HeadObject", "error_type": "404"},
+            ),
+            "locks_free": not any(lock.locked() for lock in _fork._LOCKS),
+        }
+
+    try:
+        report = _fork_and_report(child)
+    finally:
+        done.set()
+        holder.join(30)
+        handle.uninstrument()
+    assert "error" not in report, report
+    assert report["spans"] == ["STS.GetCallerIdentity", "S3.HeadObject", "DynamoDB.ListTables"]
+    assert report["in_flight"] == [0, 0, 0]
+    assert report["errors"] == 1
+    assert report["locks_free"]
+
+
+def test_fork_while_another_thread_is_inside_a_call(
+    session: boto3.Session, recorder: Any, registry: CollectorRegistry, moto_url: str
+) -> None:
+    """Another thread is inside a call at the fork: in the child that call is forgotten
+    (its in-flight count drops, its span is not ended there), and the child's own calls
+    are recorded with the gauge back at 0; the parent's call then ends normally."""
+    import threading
+
+    handle = evobs.instrument(session, tracer_provider=recorder.provider, registry=registry)
+    sts = session.client("sts", endpoint_url=moto_url)
+    inside = threading.Event()
+    go_on = threading.Event()
+
+    def stall(**_: Any) -> None:
+        if threading.current_thread().name == "caller":
+            inside.set()
+            go_on.wait(120)
+
+    sts.meta.events.register("before-send.sts.GetCallerIdentity", stall)
+    caller = threading.Thread(target=sts.get_caller_identity, name="caller", daemon=True)
+    caller.start()
+    assert inside.wait(30)
+    spans_before = len(recorder.spans)
+    in_flight_at_fork = _in_flight(registry, "STS")
+
+    def child() -> dict[str, Any]:
+        after_fork = _in_flight(registry, "STS")
+        for _ in range(3):
+            sts.get_caller_identity()
+        return {
+            "after_fork": after_fork,
+            "after_calls": _in_flight(registry, "STS"),
+            "spans": [s.name for s in recorder.spans[spans_before:]],
+        }
+
+    try:
+        report = _fork_and_report(child)
+    finally:
+        go_on.set()
+        caller.join(30)
+        handle.uninstrument()
+    assert in_flight_at_fork == 1
+    assert "error" not in report, report
+    assert report["after_fork"] == 0
+    assert report["after_calls"] == 0
+    assert report["spans"] == ["STS.GetCallerIdentity"] * 3
+    # The parent's own call ended as usual, after the fork.
+    assert [s.name for s in recorder.spans[spans_before:]] == ["STS.GetCallerIdentity"]
+    assert _in_flight(registry, "STS") == 0

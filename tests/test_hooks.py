@@ -256,7 +256,9 @@ def test_xray_header_on_every_attempt_outside_the_signature(
     (seen at the fault proxy), SigV4 does not sign it, and the signature still verifies
     over what was sent."""
     faults.script([Fault.status(503), Fault.status(503)])
-    handle = evobs.instrument(session, tracer_provider=recorder.provider, registry=registry)
+    handle = evobs.instrument(
+        session, tracer_provider=recorder.provider, registry=registry, xray_header=True
+    )
     try:
         client = session.client(
             "sqs",
@@ -295,18 +297,25 @@ def _signature(recorded: Any, base_url: str) -> str:
     return str(auth.signature(auth.string_to_sign(request, canonical), request))
 
 
-def test_xray_header_can_be_turned_off(
-    session: boto3.Session, recorder: SpanRecorder, registry: CollectorRegistry, faults: FaultServer
+def test_xray_header_is_opt_in(
+    session: boto3.Session,
+    recorder: SpanRecorder,
+    registry: CollectorRegistry,
+    faults: FaultServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """``xray_header=False``: nothing is added to the request."""
-    handle = evobs.instrument(
-        session, tracer_provider=recorder.provider, registry=registry, xray_header=False
-    )
-    try:
-        session.client("sqs", endpoint_url=faults.url).list_queues()
-    finally:
-        handle.uninstrument()
-    assert [r.header("X-Amzn-Trace-Id") for r in faults.requests] == [None]
+    """By default nothing is added to the request; ``EVOBS_XRAY_HEADER=1`` turns it on."""
+    for env, expected in ((None, None), ("1", "Root=1-")):
+        if env is not None:
+            monkeypatch.setenv("EVOBS_XRAY_HEADER", env)
+        faults.reset()
+        handle = evobs.instrument(session, tracer_provider=recorder.provider, registry=registry)
+        try:
+            session.client("sqs", endpoint_url=faults.url).list_queues()
+        finally:
+            handle.uninstrument()
+        value = faults.requests[0].header("X-Amzn-Trace-Id")
+        assert (value if value is None else value[:7]) == expected
 
 
 def test_existing_trace_header_is_left_alone(
@@ -314,13 +323,15 @@ def test_existing_trace_header_is_left_alone(
 ) -> None:
     """A header already on the request (the user's, or botocore's own in Lambda) wins."""
 
-    def add(request: Any, **_: Any) -> None:
-        request.headers["X-Amzn-Trace-Id"] = "Root=1-00000000-000000000000000000000001"
+    def add(params: Any, **_: Any) -> None:
+        params["headers"]["X-Amzn-Trace-Id"] = "Root=1-00000000-000000000000000000000001"
 
-    handle = evobs.instrument(session, tracer_provider=recorder.provider, registry=registry)
+    handle = evobs.instrument(
+        session, tracer_provider=recorder.provider, registry=registry, xray_header=True
+    )
     try:
         client = session.client("sqs", endpoint_url=faults.url)
-        client.meta.events.register_first("before-send.sqs.ListQueues", add)
+        client.meta.events.register("before-call.sqs.ListQueues", add)
         client.list_queues()
     finally:
         handle.uninstrument()
@@ -333,7 +344,7 @@ def test_no_header_without_a_call_span(
     session: boto3.Session, registry: CollectorRegistry, faults: FaultServer
 ) -> None:
     """With traces off there is no call span to name: no header."""
-    handle = evobs.instrument(session, registry=registry, signals=("metrics",))
+    handle = evobs.instrument(session, registry=registry, signals=("metrics",), xray_header=True)
     try:
         session.client("sqs", endpoint_url=faults.url).list_queues()
     finally:

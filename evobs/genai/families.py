@@ -26,10 +26,10 @@ Every reader tolerates any JSON: a missing or mistyped member is skipped.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from typing import Any, Final
 
+from .._fork import ForkSafeLock
 from . import converse, semconv
 from .capture import Content, OutputBuilder, Settings, text_part, tool_call_part, tool_response_part
 from .model import Request, Response, count, items, number, strings, wire_str
@@ -40,7 +40,7 @@ __all__ = ["FAMILIES", "Family", "Stream", "family_of", "operation_of"]
 _GEOGRAPHIES: Final = frozenset({"us", "eu", "apac", "global", "us-gov", "ca", "jp", "au", "ap"})
 _CACHE_MAX: Final = 1024
 _cache: dict[str, tuple[str | None, str]] = {}
-_cache_lock = threading.Lock()
+_cache_lock = ForkSafeLock()
 
 #: The trailer every InvokeModelWithResponseStream chunk sequence ends with.
 INVOCATION_METRICS: Final = "amazon-bedrock-invocationMetrics"

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
@@ -41,6 +40,7 @@ from botocore.eventstream import EventStream
 from botocore.exceptions import EventStreamError
 
 from .._call import classify
+from .._fork import ForkSafeLock
 from .._redact import redact_text
 from . import converse, semconv
 from .capture import Settings
@@ -145,7 +145,7 @@ class _ChunkDecoder:
 
 
 _ERRORS: dict[tuple[str, str, str], Mapping[str, tuple[str, int | None]]] = {}
-_ERRORS_LOCK: Final = threading.Lock()
+_ERRORS_LOCK: Final = ForkSafeLock()
 
 
 def _stream_errors(model: Any) -> Mapping[str, tuple[str, int | None]]:
@@ -213,7 +213,7 @@ class Tracker:
         self._first_ns: int | None = None
         self._events = 0
         self._done = False
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
 
     @property
     def done(self) -> bool:

@@ -28,6 +28,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Final
 
 from .._call import StreamHandle
+from .._fork import ForkSafeLock
 from ..genai import semconv
 from ..genai.capture import ENV_VAR, Settings, capture_mode
 from ..genai.model import Facts
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["SPEC", "settings_for"]
 
 _SETTINGS: Final[dict[tuple[bool | None, str | None], Settings]] = {}
-_SETTINGS_LOCK: Final = threading.Lock()
+_SETTINGS_LOCK: Final = ForkSafeLock()
 
 
 def settings_for(option: bool | None) -> Settings:
@@ -90,9 +91,12 @@ def _follow(call: Call, facts: Facts, parsed: dict[str, Any], errors: HandlerErr
     """Follow the returned stream: ``call.stream`` ends when it does (aiobotocore's
     streams are left alone: no handle, the span ends with the call)."""
     handle = StreamHandle(errors)
+    pid = os.getpid()
 
     def on_done(summary: StreamSummary) -> None:
         # Holds the handle only: never the response, whose stream is being followed.
+        if os.getpid() != pid:
+            return  # a forked child's copy of the parent's stream: its span is the parent's
         if summary.end == COLLECTED:
             _off_the_finalizer(handle, summary)
         else:

@@ -83,6 +83,10 @@ class SignalBase:
     def call_ended(self, call: Call) -> None:
         """The call is over: outcome, attempts, durations are final."""
 
+    def call_forgotten(self, call: Call) -> None:
+        """A started call that will never end: in a forked child, a call another thread
+        had in flight at the fork. Let go of what was kept for it (optional method)."""
+
     def client_created(self, event: ClientCreated) -> None:
         """A botocore client was built."""
 

@@ -15,15 +15,16 @@ id, the error type) are capped per registry: past :data:`LABEL_CAP` distinct val
 
 from __future__ import annotations
 
-import threading
 import weakref
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import Counter, Histogram
 
+from .._fork import ForkSafeLock
 from .._registry import family
 from ..genai import semconv
+from ._labels import OTHER
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -36,8 +37,6 @@ __all__ = ["LABEL_CAP", "OTHER", "GenAIMetrics"]
 
 #: Distinct values of each capped label (model, guardrail id, error type) per registry.
 LABEL_CAP: Final = 64
-#: The label value past the cap (and for values longer than :data:`_MAX_LABEL_LEN`).
-OTHER: Final = "other"
 _MAX_LABEL_LEN: Final = 256
 _NS: Final = 1e-9
 
@@ -48,7 +47,7 @@ class _Capped:
     __slots__ = ("_lock", "_seen")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self._seen: set[str] = set()
 
     def admit(self, value: str) -> str:
@@ -75,7 +74,7 @@ class _Labels:
 
 
 _LABELS: Final[weakref.WeakKeyDictionary[Any, _Labels]] = weakref.WeakKeyDictionary()
-_LABELS_LOCK: Final = threading.Lock()
+_LABELS_LOCK: Final = ForkSafeLock()
 
 
 def _labels_of(duration: Any) -> _Labels:

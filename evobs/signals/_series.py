@@ -18,7 +18,6 @@ methods: the signal has one code path.
 
 from __future__ import annotations
 
-import threading
 import time
 import weakref
 from bisect import bisect_left
@@ -37,6 +36,7 @@ from prometheus_client.samples import Exemplar, Sample
 from prometheus_client.utils import INF, floatToGoString
 
 from .._compat.prometheus import use_created
+from .._fork import ForkSafeLock
 
 __all__ = [
     "PROMETHEUS_CHILDREN",
@@ -84,24 +84,14 @@ class Writer:
 _WRITER: Final = Writer()
 
 
-class SeriesLock:
+class SeriesLock(ForkSafeLock):
     """Guards a group of series: ``with lock as w:`` holds it and gives the writer."""
 
-    __slots__ = ("_lock",)
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    __slots__ = ()
 
     def __enter__(self) -> Writer:
         self._lock.acquire()
         return _WRITER
-
-    def __exit__(self, *exc: object) -> None:
-        self._lock.release()
-
-    def reset(self) -> None:
-        """A new, free lock (in a forked child, where another thread may have held it)."""
-        self._lock = threading.Lock()
 
 
 class _PrometheusWriter:
@@ -153,7 +143,7 @@ class LockTable:
 
     def __init__(self) -> None:
         self._locks: dict[str, SeriesLock] = {}
-        self._guard = threading.Lock()
+        self._guard = ForkSafeLock()
 
     def lock(self, key: str) -> SeriesLock:
         found = self._locks.get(key)
@@ -161,12 +151,6 @@ class LockTable:
             with self._guard:
                 found = self._locks.setdefault(key, SeriesLock())
         return found
-
-    def reset(self) -> None:
-        """Every lock free again (a forked child)."""
-        self._guard = threading.Lock()
-        for lock in list(self._locks.values()):
-            lock.reset()
 
     @classmethod
     def of(cls, registry: CollectorRegistry | None) -> LockTable:
@@ -183,7 +167,7 @@ class LockTable:
 _TABLES: Final[weakref.WeakKeyDictionary[CollectorRegistry, LockTable]] = (
     weakref.WeakKeyDictionary()
 )
-_TABLES_GUARD: Final = threading.Lock()
+_TABLES_GUARD: Final = ForkSafeLock()
 
 
 class HistogramSeries:

@@ -12,10 +12,10 @@ application that does not log evobs's events pays one method call per call.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import TYPE_CHECKING, Any, Final
 
 from .. import _selfmetrics
+from .._fork import ForkSafeLock
 from .._log import STDLIB_LOGGER, get_logger
 from .._redact import error_message, render_params
 from . import SignalBase
@@ -104,19 +104,11 @@ class RetryLimiter:
             dropped, bucket.suppressed = bucket.suppressed, 0
             return dropped
 
-    def reset(self) -> None:
-        """A free lock again (a forked child, where another thread may have held it)."""
-        if isinstance(self._lock, _OwnLock):
-            self._lock = _OwnLock()
 
-
-class _OwnLock:
+class _OwnLock(ForkSafeLock):
     """A lock of the limiter's own; its writer counts prometheus_client's children."""
 
-    __slots__ = ("_lock",)
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    __slots__ = ()
 
     def __enter__(self) -> Any:
         self._lock.acquire()

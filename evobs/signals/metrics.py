@@ -28,9 +28,11 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 from .. import _selfmetrics
 from .._compat.prometheus import histogram_bounds, multiprocess_mode
+from .._fork import ForkSafeLock
 from .._registry import MetricConflictError, family
 from . import SignalBase
 from ._genai_metrics import GenAIMetrics
+from ._labels import ERROR_TYPE_CAP, LOCAL_BUCKETS, NO_REGION, OTHER, ErrorTypes
 from ._series import CounterFamily, GaugeFamily, HistogramFamily, Writer, lock_of
 
 if TYPE_CHECKING:
@@ -48,39 +50,6 @@ __all__ = [
     "MetricsSignal",
     "start_metrics_server",
 ]
-
-#: Distinct ``error_type`` values kept per (service, operation) and registry;
-#: every further value is counted as :data:`OTHER`.
-ERROR_TYPE_CAP: Final = 64
-#: The label value that stands for "past the cardinality cap".
-OTHER: Final = "other"
-#: Error types longer than this are counted as :data:`OTHER` (a well-formed AWS
-#: error code or exception class name is far shorter).
-_MAX_ERROR_TYPE_LEN: Final = 128
-#: The ``region`` label when the client has none.
-_NO_REGION: Final = "unknown"
-
-#: Buckets for work done inside the process (serialization, signing): those take
-#: tens of microseconds, below the first bucket of a network latency histogram;
-#: signing includes credential resolution, which can take seconds.
-LOCAL_BUCKETS: Final = (
-    0.00005,
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-)
 
 _NS: Final = 1e-9
 _EXEMPLAR_INTERVAL_NS: Final = 1_000_000_000
@@ -226,41 +195,15 @@ class _Families:
             registry,
             Counter,
             "aws_sdk_resources_created",
-            "boto3 resource objects created (service resources, buckets, tables...)",
+            "boto3 resource classes built (creating-resource-class events), not resource objects",
             ("service", "resource"),
         )
         self.spans_dropped = _selfmetrics.spans_dropped(registry)
         self.log_suppressed = _selfmetrics.log_events_suppressed(registry)
 
 
-class _ErrorTypes:
-    """The admitted ``error_type`` values of one errors family, per (service, operation).
-
-    Shared by every signal on the registry, so the cap holds for the family, not
-    per instrumentation.
-    """
-
-    __slots__ = ("lock", "seen")
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.seen: dict[tuple[str, str], set[str]] = {}
-
-    def admit(self, service: str, operation: str, error_type: str) -> str:
-        if len(error_type) > _MAX_ERROR_TYPE_LEN:
-            return OTHER
-        with self.lock:
-            seen = self.seen.setdefault((service, operation), set())
-            if error_type in seen:
-                return error_type
-            if len(seen) < ERROR_TYPE_CAP:
-                seen.add(error_type)
-                return error_type
-            return OTHER
-
-
-_ERROR_TYPES: Final[weakref.WeakKeyDictionary[Counter, _ErrorTypes]] = weakref.WeakKeyDictionary()
-_ERROR_TYPES_LOCK: Final = threading.Lock()
+_ERROR_TYPES: Final[weakref.WeakKeyDictionary[Counter, ErrorTypes]] = weakref.WeakKeyDictionary()
+_ERROR_TYPES_LOCK: Final = ForkSafeLock()
 
 
 def _attempts(w: Writer, m: _Op, attempts: list[Attempt], retried: bool) -> None:
@@ -289,11 +232,11 @@ def _attempts(w: Writer, m: _Op, attempts: list[Attempt], retried: bool) -> None
         previous = attempt
 
 
-def _error_types(errors: Counter) -> _ErrorTypes:
+def _error_types(errors: Counter) -> ErrorTypes:
     with _ERROR_TYPES_LOCK:
         state = _ERROR_TYPES.get(errors)
         if state is None:
-            state = _ERROR_TYPES[errors] = _ErrorTypes()
+            state = _ERROR_TYPES[errors] = ErrorTypes()
         return state
 
 
@@ -367,7 +310,7 @@ class MetricsSignal(SignalBase):
         # the duration series are evobs's own, which throttle them (``exemplar_due``).
         self._exemplars = not _multiprocess()
         self._buckets = tuple(options.duration_buckets)
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self._ops: dict[Operation, _Op] = {}
         self._services: dict[str, _Service] = {}
         self._clients: dict[str, tuple[Any, Any]] = {}
@@ -389,7 +332,7 @@ class MetricsSignal(SignalBase):
 
     def _duration_child(self, m: _Op, region: str | None, outcome: str | None) -> Any:
         child = self._families.call_duration.labels(
-            m.service, m.operation, region or _NO_REGION, outcome or "error"
+            m.service, m.operation, region or NO_REGION, outcome or "error"
         )
         m.durations[(region, outcome)] = child
         return child
@@ -457,6 +400,12 @@ class MetricsSignal(SignalBase):
                 with svc.lock as w:
                     w.dec(svc.in_flight)
 
+    def call_forgotten(self, call: Call) -> None:
+        """A call of a thread that is gone (a forked child): it is no longer in flight."""
+        m = self._ops.get(call.op) or self._op(call.op)
+        with m.svc.lock as w:
+            w.dec(m.svc.in_flight)
+
     def _exemplar(self, child: Any, seconds: float, call: Call) -> dict[str, str] | None:
         """The call's trace as exemplar, unless its bucket got one less than a second ago.
 
@@ -509,11 +458,13 @@ class MetricsServerError(OSError):
 class MetricsServer:
     """A running ``/metrics`` endpoint: ``.port`` is the bound port; ``shutdown()`` stops it."""
 
-    __slots__ = ("_httpd", "_thread", "addr", "port")
+    __slots__ = ("_httpd", "_pid", "_thread", "addr", "port")
 
     def __init__(self, httpd: Any, thread: threading.Thread, addr: str) -> None:
         self._httpd = httpd
         self._thread = thread
+        #: The process serving: a forked child has the socket, not the serving thread.
+        self._pid = os.getpid()
         self.addr = addr
         self.port: int = int(httpd.server_address[1])
 
@@ -528,6 +479,11 @@ class MetricsServer:
         """Stop serving and release the port (idempotent)."""
         httpd, self._httpd = self._httpd, None
         if httpd is None:
+            return
+        if self._pid != os.getpid():
+            # A forked child: the serving thread is the parent's. Only this process's
+            # copy of the socket is closed (waiting for the thread would never return).
+            httpd.server_close()
             return
         httpd.shutdown()
         httpd.server_close()
@@ -559,6 +515,10 @@ def start_metrics_server(
     """
     from prometheus_client import start_http_server
 
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(
+            f"evobs: port must be a port number from 0 to 65535 (0 picks a free one), got {port!r}"
+        )
     if registry is None:
         if _multiprocess() and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             from prometheus_client import multiprocess

@@ -197,6 +197,11 @@ class TracesSignal(SignalBase):
             finally:
                 otel_context.detach(opened.token)
 
+    def call_forgotten(self, call: Call) -> None:
+        """A call of a thread that is gone (a forked child): its span is the parent
+        process's, never ended here, and its context token belonged to that thread."""
+        self._open.pop(call, None)
+
     def _call_hook(self, name: str, hook: Any, *args: Any) -> None:
         """A user hook: its failure is counted and logged once, never raised."""
         try:
