@@ -164,13 +164,18 @@ class Assistant:
         max_attempts: int = 3,
         think: float = 0.01,
     ) -> None:
-        from .workload import client_config
+        from botocore.config import Config
 
         self.chaos = BedrockChaos(proxy, server, seed=seed, attempts=max_attempts)
         self.think = think
-        self._client = session.client(
-            "bedrock-runtime", endpoint_url=endpoint_url, config=client_config(max_attempts)
+        # Standard retry mode with few attempts: real backoff, cheap retries (as the
+        # workload's own clients; that module imports this one).
+        config = Config(
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
+            connect_timeout=2,
+            read_timeout=10,
         )
+        self._client = session.client("bedrock-runtime", endpoint_url=endpoint_url, config=config)
 
     def loop(self, unit: Callable[..., None], done: Callable[[], bool]) -> None:
         """Run the units in turn, each through ``unit(name, body, *args)`` (the
