@@ -132,12 +132,10 @@ class TracesSignal(SignalBase):
             attributes["server.port"] = call.server_port
         if call.http_method is not None:
             attributes["http.request.method"] = call.http_method
-        genai = call.genai
-        if genai is None:
-            name = call.op.span_name
-        else:  # the conventions' name and request attributes, for the sampler too
-            name = genai.request.span_name or call.op.span_name
-            attributes.update(genai.request.attributes)
+        name = call.op.span_name
+        if call.genai is not None:  # the conventions' name and attributes, for the sampler too
+            name = call.genai.request.span_name or name
+            attributes.update(call.genai.request.attributes)
         span, api_request = self._open_call_span(call, name, kind, attributes)
         # Registered before anything else can fail: a started span always ends.
         token = otel_context.attach(trace.set_span_in_context(span))
