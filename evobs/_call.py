@@ -11,26 +11,38 @@ computed here once, so a span, a metric sample and a log event never disagree.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 from botocore.exceptions import HTTPClientError
+from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 from ._compat.botocore import throttling_error_codes
+from ._fork import ForkSafeLock
 
 if TYPE_CHECKING:
     from opentelemetry.trace import SpanContext
 
     from ._handlers import Handlers
+    from ._log import HandlerErrors
     from ._operation import Operation
 
-__all__ = ["WALL_OFFSET_NS", "Attempt", "Call", "classify"]
+__all__ = ["WALL_OFFSET_NS", "Attempt", "Call", "StreamHandle", "classify"]
 
 # botocore's own union of throttling codes (standard retry mode); the modeled
 # ``retryable.throttling`` trait is added per operation in ``_operation``.
 _THROTTLING_CODES: Final = throttling_error_codes()
 _THROTTLING_STATUS: Final = 429
-_CONNECTION_ERRORS: Final = (HTTPClientError, BotocoreConnectionError, ConnectionError)
+# urllib3's own errors reach the application only from a body or event stream read after
+# the call returned (a reset or a read timeout mid-stream): botocore wraps the others.
+_CONNECTION_ERRORS: Final = (
+    HTTPClientError,
+    BotocoreConnectionError,
+    ConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
 
 #: Offset that maps the monotonic clock to wall-clock nanoseconds, taken once.
 WALL_OFFSET_NS: Final = time.time_ns() - time.perf_counter_ns()
@@ -139,6 +151,7 @@ class Call:
         "exception",
         "expected",
         "extended_request_id",
+        "genai",
         "http_method",
         "http_status",
         "invocation_id",
@@ -157,6 +170,7 @@ class Call:
         "span_context",
         "start_ns",
         "started",
+        "stream",
         "suppressed",
     )
 
@@ -202,6 +216,12 @@ class Call:
         #: botocore's RequestSigner (from before-call): its credentials are read, only
         #: when an error text is redacted, to mask them wherever the text quotes them.
         self.signer: Any = None
+        #: GenAI facts (``evobs.genai.Facts``: the request, then the response), set by the
+        #: operation's hooks for Bedrock Runtime's inference calls; None for every other call.
+        self.genai: Any = None
+        #: The response stream the call returned, followed after the call ends (a GenAI
+        #: stream): signals subscribe to its end. None when the call returned no stream.
+        self.stream: StreamHandle | None = None
 
     # The record is shared, never copied: botocore deep-copies the context dict.
     def __deepcopy__(self, memo: dict[int, Any]) -> Call:
@@ -243,3 +263,61 @@ class Call:
 
     def __repr__(self) -> str:
         return f"<Call {self.op.span_name} {self.outcome} attempts={len(self.attempts)}>"
+
+
+class StreamHandle:
+    """The end of a response stream that outlives its call (ConverseStream's events).
+
+    The call ends when botocore returns; the stream is read afterwards, maybe on another
+    thread. Plain data for the signals: each subscribes a callback at ``call_ended``,
+    and every callback is called exactly once with the stream's summary (an
+    ``evobs.genai.StreamSummary``), immediately if the stream already ended. A failing
+    callback is counted in ``evobs_handler_errors_total`` and costs only itself.
+    """
+
+    __slots__ = ("_callbacks", "_ended", "_errors", "_lock", "_summary")
+
+    def __init__(self, errors: HandlerErrors | None = None) -> None:
+        self._errors = errors
+        self._lock = ForkSafeLock()
+        self._callbacks: list[Callable[[Any], None]] = []
+        self._ended = False
+        self._summary: Any = None
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    @property
+    def summary(self) -> Any:
+        """The summary once the stream ended, else None."""
+        return self._summary
+
+    def subscribe(self, callback: Callable[[Any], None]) -> None:
+        """Call ``callback(summary)`` once, when the stream ends (now if it has)."""
+        with self._lock:
+            if not self._ended:
+                self._callbacks.append(callback)
+                return
+        self._run(callback, self._summary)
+
+    def end(self, summary: Any) -> None:
+        """The stream ended: every callback runs once (later calls do nothing)."""
+        with self._lock:
+            if self._ended:
+                return
+            self._summary = summary
+            self._ended = True
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            self._run(callback, summary)
+
+    def _run(self, callback: Callable[[Any], None], summary: Any) -> None:
+        try:
+            callback(summary)
+        except Exception as exc:
+            if self._errors is not None:
+                self._errors.record("stream-end", exc)
+
+    def __repr__(self) -> str:
+        return f"<StreamHandle ended={self._ended} subscribers={len(self._callbacks)}>"

@@ -272,16 +272,19 @@ class Handlers:
             op = call.op
             if op.early_span:
                 self._start(call)
-            # Messaging propagation (a documented feature): edits botocore's kwargs dict,
-            # replacing nested values with copies, never the user's objects.
             extractor = op.extractor
-            if (
-                extractor is not None
-                and extractor.edit is not None
-                and call.params is not None
-                and self.options.propagate_messages
-            ):
-                extractor.edit(call, call.params, context)
+            if extractor is not None:
+                if (
+                    extractor.edit is not None
+                    and call.params is not None
+                    and self.options.propagate_messages
+                ):
+                    # Messaging propagation (a documented feature): edits botocore's kwargs
+                    # dict, replacing nested values with copies, never the user's objects.
+                    extractor.edit(call, call.params, context)
+                elif extractor.start is not None and call.params is not None:
+                    # GenAI facts, before the span starts: its name depends on them.
+                    extractor.start(call, call.params, self.options)
         except Exception as exc:
             self.errors.record("provide-client-params", exc)
 
@@ -437,8 +440,11 @@ class Handlers:
                     host_id = meta.get("HostId")
                     call.extended_request_id = str(host_id)[:_MAX_WIRE_TEXT] if host_id else None
                 extractor = call.op.extractor
-                if extractor is not None and extractor.finish is not None:
-                    extractor.finish(parsed, context)  # before any user handler sees it
+                if extractor is not None:  # before any user handler sees the response
+                    if extractor.finish is not None:
+                        extractor.finish(parsed, context)
+                    elif extractor.result is not None:
+                        extractor.result(call, parsed, self.errors)
             _read_invocation(call, context)
         except Exception as exc:
             self.errors.record("after-call", exc)

@@ -51,6 +51,7 @@ _KNOWN: Final = frozenset(
         "expected_errors",
         "capture_params",
         "capture_s3_keys",
+        "capture_genai_content",
         "propagate_messages",
         "slow_call_seconds",
         "duration_buckets",
@@ -75,6 +76,7 @@ class Options:
     """The options of one instrumentation (see ``docs/configuration.md``)."""
 
     __slots__ = (
+        "capture_genai_content",
         "capture_params",
         "capture_s3_keys",
         "duration_buckets",
@@ -117,6 +119,16 @@ class Options:
         self.expected_errors = _expected_errors(options.get("expected_errors"))
         self.capture_params = _bool("capture_params", options.get("capture_params", False))
         self.capture_s3_keys = _bool("capture_s3_keys", options.get("capture_s3_keys", False))
+        genai_content = options.get("capture_genai_content")
+        if genai_content is not None and not isinstance(genai_content, bool):
+            raise TypeError(
+                "evobs: option 'capture_genai_content' must be True, False or None (follow "
+                "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT), got "
+                f"{type(genai_content).__name__}"
+            )
+        #: Prompts and completions of GenAI calls: None follows
+        #: ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` (off unless set).
+        self.capture_genai_content: bool | None = genai_content
         self.propagate_messages = _bool(
             "propagate_messages", options.get("propagate_messages", True)
         )

@@ -122,6 +122,9 @@ _MESSAGE_BODIES: Final = {
     "sqs": frozenset({"MessageBody"}),
     "sns": frozenset({"Message"}),
     "events": frozenset({"Detail"}),
+    # Prompts, system prompts, tool definitions, text to check: GenAI content is recorded
+    # only when the user opts in (``capture_genai_content``), never as params.
+    "bedrock-runtime": frozenset({"messages", "system", "toolConfig", "content"}),
 }
 
 

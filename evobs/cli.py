@@ -2,11 +2,13 @@
 
 ``evobs demo`` needs nothing but the ``demo`` extra: AWS is moto's server,
 in-process on a free loopback port, behind the fault proxy that injects
-throttling and 5xx answers. The session is instrumented with all three signals
-(and the AWS service named as each call's peer, ``EVOBS_PEER_SERVICE``, unless set
-otherwise); ``/metrics`` is served while the workload runs, spans go to OTLP when an
-endpoint is given or set (else they stay in memory), and the run ends with a
-summary read at a glance, naming the traces worth opening in Jaeger.
+throttling and 5xx answers; Amazon Bedrock Runtime is a local endpoint with canned
+completions and real event streams, behind a fault proxy of its own that throttles.
+The session is instrumented with all three signals (and the AWS service named as each
+call's peer, ``EVOBS_PEER_SERVICE``, unless set otherwise); ``/metrics`` is served
+while the workload runs, spans go to OTLP when an endpoint is given or set (else they
+stay in memory), and the run ends with a summary read at a glance, naming the traces
+worth opening in Jaeger.
 """
 
 from __future__ import annotations
@@ -39,10 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = commands.add_parser(
         "demo",
-        help="run a mixed S3/DynamoDB/SQS workload on an embedded AWS and show its telemetry",
+        help="run a mixed S3/DynamoDB/SQS/Bedrock workload on an embedded AWS and show its "
+        "telemetry",
         description="Run a realistic S3/DynamoDB/SQS workload against moto's server (embedded, "
-        "no credentials or network needed) behind a fault proxy that injects throttling and "
-        "5xx, with evobs's traces, metrics and logs, and print a summary.",
+        "no credentials or network needed) and a GenAI assistant against a local Bedrock "
+        "Runtime endpoint (canned completions, real event streams), behind fault proxies that "
+        "inject throttling and 5xx, with evobs's traces, metrics and logs, and print a summary.",
     )
     demo.add_argument(
         "--duration",
@@ -213,6 +217,7 @@ class _DemoRun:
         from . import instrument
         from ._env import flag
         from ._export import build_resource
+        from .demo.assistant import Assistant, bedrock_endpoint
         from .demo.summary import SpanCollector, render_summary
         from .demo.workload import EXPECTED_ERRORS, Workload, demo_endpoint, demo_session
 
@@ -224,7 +229,7 @@ class _DemoRun:
             provider = TracerProvider(resource=build_resource(_DEMO_SERVICE_NAME))
         provider.add_span_processor(collector)
 
-        with demo_endpoint() as (moto_url, faults):
+        with demo_endpoint() as (moto_url, faults), bedrock_endpoint() as (bedrock, proxy):
             session = demo_session()
             handle = instrument(
                 session,
@@ -236,10 +241,19 @@ class _DemoRun:
                 peer_service=flag("EVOBS_PEER_SERVICE", True),
             )
             try:
-                workload = Workload(session, faults.url, faults=faults, tracer_provider=provider)
+                assistant = Assistant(session, proxy.url, proxy=proxy, server=bedrock)
+                workload = Workload(
+                    session,
+                    faults.url,
+                    faults=faults,
+                    tracer_provider=provider,
+                    assistant=assistant,
+                )
                 header = (
                     f"[bold]evobs demo[/]  AWS: moto at {moto_url}, behind the fault proxy at "
-                    f"{faults.url}\n            metrics: {telemetry.metrics_url or 'off'}   "
+                    f"{faults.url}\n            Bedrock Runtime: canned model at {bedrock.url}, "
+                    f"behind the fault proxy at {proxy.url}\n"
+                    f"            metrics: {telemetry.metrics_url or 'off'}   "
                     f"traces: {telemetry.otlp_endpoint or 'in memory'}"
                 )
                 started = time.monotonic()
@@ -253,7 +267,7 @@ class _DemoRun:
                     wall_seconds=wall,
                     exported=telemetry.otlp_endpoint is not None,
                     telemetry_rows=self._telemetry_rows(
-                        telemetry, collector, logs, workload, moto_url
+                        telemetry, collector, logs, workload, moto_url, registry
                     ),
                 )
                 failures = workload.tally.failures
@@ -337,7 +351,13 @@ class _DemoRun:
             worker.join(timeout=10)
 
     def _telemetry_rows(
-        self, telemetry: Any, collector: Any, logs: Any, workload: Any, moto_url: str
+        self,
+        telemetry: Any,
+        collector: Any,
+        logs: Any,
+        workload: Any,
+        moto_url: str,
+        registry: Any,
     ) -> list[tuple[str, str]]:
         faults = workload.chaos.server
         counts = collector.span_counts
@@ -367,7 +387,7 @@ class _DemoRun:
             f"{name} {n:,}" for name, n in sorted(counts.items(), key=lambda kv: -kv[1])
         )
         injected = workload.chaos.injected
-        return [
+        rows = [
             ("Traces", traces),
             ("Metrics", _scrape_summary(telemetry.metrics_url)),
             ("Logs", (log_text or "none") + " (structlog events on the 'evobs' logger)"),
@@ -379,6 +399,29 @@ class _DemoRun:
                 f"({moto_url})",
             ),
         ]
+        if workload.assistant is not None:
+            rows.append(("GenAI", _genai_summary(registry, workload.assistant.chaos.injected)))
+        return rows
+
+
+def _genai_summary(registry: Any, injected: dict[str, int]) -> str:
+    """What the assistant's Bedrock calls recorded: tokens by type from the registry,
+    and the faults injected."""
+    tokens: dict[str, float] = {}
+    streams = 0.0
+    for metric in registry.collect():
+        for sample in metric.samples:
+            if sample.name == "gen_ai_client_token_usage_sum":
+                kind = sample.labels.get("gen_ai_token_type", "?")
+                tokens[kind] = tokens.get(kind, 0.0) + sample.value
+            elif sample.name == "gen_ai_client_operation_time_to_first_chunk_seconds_count":
+                streams += sample.value
+    return (
+        f"{tokens.get('input', 0):,.0f} input and {tokens.get('output', 0):,.0f} output tokens, "
+        f"{streams:,.0f} streams read (gen_ai_* families on /metrics; spans named "
+        f"'chat <model>'); {injected['throttle']} throttles, {injected['surge']} throttling "
+        f"surges and {injected['stream_error']} broken streams injected"
+    )
 
 
 def _scrape_summary(url: str | None) -> str:

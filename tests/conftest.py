@@ -81,6 +81,23 @@ def moto_url() -> Iterator[str]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def _bedrock_server() -> Iterator[Any]:
+    """The local Bedrock Runtime endpoint, for the whole run."""
+    from evobs.demo.bedrock import BedrockServer
+
+    with BedrockServer() as server:
+        yield server
+
+
+@pytest.fixture
+def bedrock_server(_bedrock_server: Any) -> Iterator[Any]:
+    """The local Bedrock Runtime endpoint, its script and recording fresh for each test."""
+    _bedrock_server.reset()
+    yield _bedrock_server
+    _bedrock_server.reset()
+
+
 @pytest.fixture
 def recorder() -> SpanRecorder:
     return SpanRecorder()

@@ -51,7 +51,8 @@ def test_version() -> None:
 
 def test_demo_runs_and_prints_the_summary() -> None:
     """A short demo exits 0 by itself and prints every summary section, with calls for the
-    three services, the injected errors, and the /metrics it served while running."""
+    three services and Bedrock Runtime, the injected errors, the tokens the GenAI metrics
+    counted, and the /metrics it served while running."""
     done = _run("demo", "--duration", "3", "--metrics-port", "0")
     out = done.stdout
     assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
@@ -66,6 +67,10 @@ def test_demo_runs_and_prints_the_summary() -> None:
         assert section in out, section
     for operation in ("PutObject", "GetObject", "UploadPart", "PutItem", "Query", "SendMessage"):
         assert operation in out, operation
+    # The GenAI assistant: Bedrock Runtime calls, and what their metrics counted.
+    assert "Bedrock Runtime" in out and "ConverseStream" in out
+    genai = re.search(r"GenAI\s*│\s*([\d,]+) input and ([\d,]+) output tokens", out)
+    assert genai and int(genai.group(2).replace(",", "")) > 0, out[-3000:]
     assert "ConditionalCheckFailedException" in out
     assert "(expected)" in out
     assert "NoSuchKey" in out

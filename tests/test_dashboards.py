@@ -3,9 +3,11 @@
 The real part: a boto3 session instrumented with all signals into a fresh registry
 makes S3, DynamoDB and SQS calls against moto through the fault server (throttling,
 a 503, a connection reset, missing keys, a failed condition, a user signal that
-raises), while the registry is served over HTTP and scraped by Debian's Prometheus
-binary. Every panel's PromQL, with the dashboard variables substituted as Grafana
-would, goes through Prometheus's HTTP API and must parse and return a finite value.
+raises), and Bedrock Runtime calls against the local Bedrock endpoint through a second
+fault server (streams, a retried throttle, a call that fails throttled), while the
+registry is served over HTTP and scraped by Debian's Prometheus binary. Every panel's
+PromQL, with the dashboard variables substituted as Grafana would, goes through
+Prometheus's HTTP API and must parse and return a finite value.
 """
 
 from __future__ import annotations
@@ -207,6 +209,23 @@ def test_dashboard_has_the_panels_an_sre_needs() -> None:
     assert all("aws_sdk_call_duration_seconds_bucket" in t["expr"] for t in latency)
 
 
+def test_the_genai_row_has_what_a_bedrock_user_needs() -> None:
+    """A GenAI row: tokens per second by model, p95 time to first chunk, the throttled
+    share of Bedrock calls; each from the GenAI or the Bedrock Runtime series."""
+    rows = [p for p in DASHBOARD["panels"] if p["type"] == "row"]
+    assert rows[-1]["title"] == "GenAI (Bedrock Runtime)"
+    titles = {p["title"]: p for p in PANELS}
+    tokens = titles["Tokens per second by model"]["targets"]
+    assert "gen_ai_client_token_usage_sum" in tokens[0]["expr"]
+    assert "gen_ai_request_model" in tokens[0]["expr"]
+    first_chunk = titles["Time to first chunk p95 by model"]["targets"][0]["expr"]
+    assert "histogram_quantile(0.95" in first_chunk
+    assert "gen_ai_client_operation_time_to_first_chunk_seconds_bucket" in first_chunk
+    throttled = titles["Throttled share of Bedrock calls"]
+    assert throttled["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    assert all('service="Bedrock Runtime"' in t["expr"] for t in throttled["targets"])
+
+
 # -- the real thing: a workload scraped by Prometheus ----------------------------------------
 
 
@@ -227,8 +246,38 @@ class Stack:
         self.spans = spans
 
 
-def _workload(session: boto3.Session, fault: FaultServer, phase: int) -> None:
-    """One pass of S3, DynamoDB and SQS calls, with scripted faults and real errors.
+#: A Bedrock throttle as the fault server answers it: 429 ThrottlingException, rest-json.
+BEDROCK_THROTTLE = Fault.error(429, "ThrottlingException", "Too many tokens").with_style("json")
+
+
+def _bedrock(session: boto3.Session, fault: FaultServer) -> None:
+    """Bedrock Runtime calls through the fault server in front of the local endpoint:
+    a Converse retried after a throttle, streams read to the end (time to first chunk),
+    an InvokeModel throttled on every attempt."""
+    config = fast_config(mode="standard", total_max_attempts=3)
+    bedrock = session.client("bedrock-runtime", endpoint_url=fault.url, config=config)
+    model = "anthropic.claude-3-haiku-20240307-v1:0"
+    messages = [{"role": "user", "content": [{"text": "Summarise order 42"}]}]
+    fault.script(
+        [BEDROCK_THROTTLE.on(path=r"/converse$"), *[BEDROCK_THROTTLE.on(path=r"/invoke$")] * 3]
+    )
+    bedrock.converse(modelId=model, messages=messages)
+    list(bedrock.converse_stream(modelId="us.amazon.nova-lite-v1:0", messages=messages)["stream"])
+    body = json.dumps({"prompt": "Describe order 42", "max_gen_len": 64}).encode()
+    stream = bedrock.invoke_model_with_response_stream(
+        modelId="meta.llama3-8b-instruct-v1:0", body=body
+    )
+    list(stream["body"])
+    with pytest.raises(ClientError, match="ThrottlingException"):
+        bedrock.invoke_model(modelId=model, body=body)
+    assert fault.pending == [], "every scripted Bedrock fault was used"
+
+
+def _workload(
+    session: boto3.Session, fault: FaultServer, bedrock_fault: FaultServer, phase: int
+) -> None:
+    """One pass of S3, DynamoDB, SQS and Bedrock Runtime calls, with scripted faults and
+    real errors.
 
     Clients and a resource are built per pass (so client churn has a rate)."""
     config = fast_config(mode="standard", total_max_attempts=3)
@@ -282,6 +331,7 @@ def _workload(session: boto3.Session, fault: FaultServer, phase: int) -> None:
     messages = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=0)["Messages"]
     sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=messages[0]["ReceiptHandle"])
     assert fault.pending == [], "every scripted fault was used"
+    _bedrock(session, bedrock_fault)
 
 
 def _calls(registry: CollectorRegistry) -> float:
@@ -295,7 +345,9 @@ def _calls(registry: CollectorRegistry) -> float:
 
 
 @pytest.fixture(scope="module")
-def stack(moto_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    moto_url: str, _bedrock_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     """Prometheus scraping a registry that two passes of the workload filled, with a
     scrape between the passes so every rate() has an increase to show."""
     registry = CollectorRegistry()
@@ -317,6 +369,7 @@ def stack(moto_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         with (
             pytest.MonkeyPatch.context() as monkeypatch,
             FaultServer(upstream=moto_url) as fault,
+            FaultServer(upstream=_bedrock_server.url) as bedrock_fault,
             Prometheus(
                 [f"127.0.0.1:{server.port}"], workdir, rule_files=[EXPORTERS / "alerts.yml"]
             ) as prom,
@@ -324,7 +377,7 @@ def stack(moto_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
             zero_backoff(monkeypatch)
             prom.wait_for_scrape()
             for phase in (1, 2):
-                _workload(session, fault, phase)
+                _workload(session, fault, bedrock_fault, phase)
                 calls = _calls(registry)
                 prom.wait_for(
                     'sum(aws_sdk_call_duration_seconds_count{job="evobs"})',
@@ -385,12 +438,51 @@ def test_retries_and_throttling_show_what_the_fault_server_did(stack: Stack) -> 
     counts the fault server scripted (two passes)."""
     result = stack.prom.query('sum by (reason) (aws_sdk_retries_total{job="evobs"})')
     by_reason = {r["metric"]["reason"]: r["value"] for r in result}
-    # per pass: PutItem throttled once + SendMessage throttled twice before its last attempt
-    assert by_reason == {"throttled": 6.0, "server_error": 2.0, "connection_error": 2.0}
+    # per pass: PutItem throttled once + SendMessage throttled twice before its last
+    # attempt + Bedrock's Converse once + InvokeModel twice before its last attempt
+    assert by_reason == {"throttled": 12.0, "server_error": 2.0, "connection_error": 2.0}
     failed = stack.prom.query(
         'sum by (service, operation) (aws_sdk_call_duration_seconds_count{outcome="throttled"})'
     )
-    assert failed == [{"metric": {"service": "SQS", "operation": "SendMessage"}, "value": 2.0}]
+    assert sorted(failed, key=lambda r: r["metric"]["service"]) == [
+        {"metric": {"service": "Bedrock Runtime", "operation": "InvokeModel"}, "value": 2.0},
+        {"metric": {"service": "SQS", "operation": "SendMessage"}, "value": 2.0},
+    ]
+
+
+@pytest.mark.prometheus
+def test_the_genai_row_shows_what_the_workload_did(stack: Stack) -> None:
+    """The GenAI row on the real Prometheus says what the Bedrock calls did: a throttled
+    share between 0 and 1 from the throttles the fault server injected (4 of 7 attempts
+    per pass, one of four calls failed), a first-chunk time for the two streams' models,
+    and tokens for the three models that answered."""
+    throttled = stack.prom.query(
+        'sum(aws_sdk_retries_total{job="evobs", service="Bedrock Runtime", reason="throttled"})'
+        ' + sum(aws_sdk_call_duration_seconds_count{job="evobs", service="Bedrock Runtime",'
+        ' outcome="throttled"})'
+    )
+    attempts = stack.prom.query(
+        'sum(aws_sdk_call_attempts_total{job="evobs", service="Bedrock Runtime"})'
+    )
+    assert [r["value"] for r in throttled] == [8.0] and [r["value"] for r in attempts] == [14.0]
+    (share,) = [p for p in PANELS if p["title"] == "Throttled share of Bedrock calls"]
+    for target in share["targets"]:
+        values = [r["value"] for r in stack.prom.query(substitute(target["expr"]))]
+        assert len(values) == 1 and 0 < values[0] <= 1, (target["refId"], values)
+    (first_chunk,) = [p for p in PANELS if p["title"] == "Time to first chunk p95 by model"]
+    models = {
+        r["metric"]["gen_ai_request_model"]
+        for r in stack.prom.query(substitute(first_chunk["targets"][0]["expr"]))
+    }
+    assert models == {"us.amazon.nova-lite-v1:0", "meta.llama3-8b-instruct-v1:0"}
+    tokens = stack.prom.query(
+        'sum by (gen_ai_request_model) (gen_ai_client_token_usage_count{job="evobs"})'
+    )
+    assert {r["metric"]["gen_ai_request_model"] for r in tokens} == {
+        "anthropic.claude-3-haiku-20240307-v1:0",
+        "us.amazon.nova-lite-v1:0",
+        "meta.llama3-8b-instruct-v1:0",
+    }
 
 
 @pytest.mark.prometheus
@@ -417,5 +509,5 @@ def test_alert_rules_evaluate_and_handler_errors_fire(stack: Stack) -> None:
     )
     groups = stack.prom.api("rules")["groups"]
     rules = [r for g in groups for r in g["rules"]]
-    assert len(rules) == 8
+    assert len(rules) == 9
     assert {r["health"] for r in rules} == {"ok"}, [(r["name"], r.get("lastError")) for r in rules]

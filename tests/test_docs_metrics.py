@@ -17,6 +17,8 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 import evobs
 from evobs._options import DEFAULT_DURATION_BUCKETS
+from evobs.genai import semconv
+from evobs.signals._genai_metrics import LABEL_CAP
 from evobs.signals.metrics import ERROR_TYPE_CAP, LOCAL_BUCKETS
 from tests.conftest import fast_config
 from tests.prometheus_harness import Prometheus, require_prometheus
@@ -71,7 +73,7 @@ def _ours(registry: CollectorRegistry) -> dict[str, Any]:
     return {
         c._name: c  # type: ignore[attr-defined]
         for c in list(registry._collector_to_names)
-        if getattr(c, "_name", "").startswith(("aws_sdk_", "evobs_"))
+        if getattr(c, "_name", "").startswith(("aws_sdk_", "evobs_", "gen_ai_"))
     }
 
 
@@ -79,7 +81,7 @@ def test_table_lists_exactly_the_registered_families() -> None:
     """After instrument(), the registry holds exactly the documented families, each
     with the documented type and label names."""
     rows = doc_rows()
-    assert len(rows) == 15
+    assert len(rows) == 19
     registry = CollectorRegistry()
     handle = evobs.instrument(boto3.Session(region_name="us-east-1"), registry=registry)
     handle.uninstrument()
@@ -93,9 +95,10 @@ def test_table_lists_exactly_the_registered_families() -> None:
         assert row.sample_names <= set(registered), (name, registered)
 
 
-def test_exposed_samples_match_the_table(moto_url: str) -> None:
-    """Samples exposed after real calls (ok, error, client and resource creation) have
-    documented names and exactly the documented labels (plus ``le`` on buckets)."""
+def test_exposed_samples_match_the_table(moto_url: str, bedrock_server: Any) -> None:
+    """Samples exposed after real calls (ok, error, client and resource creation, a
+    Bedrock stream with a guardrail that intervenes) have documented names and exactly
+    the documented labels (plus ``le`` on buckets)."""
     rows = doc_rows()
     by_sample = {s: row for row in rows.values() for s in row.sample_names}
     registry = CollectorRegistry()
@@ -107,15 +110,22 @@ def test_exposed_samples_match_the_table(moto_url: str) -> None:
         with pytest.raises(client.exceptions.NoSuchBucket):
             client.list_objects_v2(Bucket="evobs-docs-missing")
         session.resource("s3", endpoint_url=moto_url)
+        bedrock = session.client("bedrock-runtime", endpoint_url=bedrock_server.url)
+        stream = bedrock.converse_stream(
+            modelId="us.amazon.nova-lite-v1:0",
+            messages=[{"role": "user", "content": [{"text": "say FORBIDDEN"}]}],
+            guardrailConfig={"guardrailIdentifier": "gr-1", "guardrailVersion": "1"},
+        )["stream"]
+        list(stream)
     finally:
         handle.uninstrument()
     seen = set()
     exposition = generate_latest(registry).decode()  # type: ignore[no-untyped-call]
     for metric in text_string_to_metric_families(exposition):  # type: ignore[no-untyped-call]
         for sample in metric.samples:
-            if not sample.name.startswith(("aws_sdk_", "evobs_")) or sample.name.endswith(
-                "_created"
-            ):
+            if not sample.name.startswith(
+                ("aws_sdk_", "evobs_", "gen_ai_")
+            ) or sample.name.endswith("_created"):
                 continue
             row = by_sample.get(sample.name)
             assert row is not None, f"{sample.name} is exposed but not documented"
@@ -130,19 +140,26 @@ def test_exposed_samples_match_the_table(moto_url: str) -> None:
         "aws_sdk_clients_created",
         "aws_sdk_resources_created",
         "aws_sdk_calls_in_flight",
+        "gen_ai_client_token_usage",
+        "gen_ai_client_operation_duration_seconds",
+        "gen_ai_client_operation_time_to_first_chunk_seconds",
+        "aws_sdk_bedrock_guardrail_interventions",
     } <= seen
 
 
 def test_documented_cap_and_buckets_are_the_code_s() -> None:
-    """The cardinality cap and both bucket lists in the doc are the ones in the code."""
+    """The cardinality caps and every bucket list in the doc are the ones in the code."""
     text = DOC.read_text()
     assert f"**{ERROR_TYPE_CAP} distinct values per (service, operation)" in text
+    assert f"**{LABEL_CAP} distinct values of each" in text
 
     def listed(buckets: tuple[float, ...]) -> str:
         return ", ".join(format(Decimal(repr(b)).normalize(), "f") for b in buckets)
 
     assert listed(DEFAULT_DURATION_BUCKETS) in text
     assert listed(LOCAL_BUCKETS) in text
+    assert listed(semconv.TOKEN_USAGE_BUCKETS) in text
+    assert listed(semconv.DURATION_BUCKETS) in text
 
 
 def test_promql_examples_are_valid(tmp_path: Path) -> None:

@@ -68,7 +68,7 @@ def metric_catalog() -> dict[str, frozenset[str]]:
 
 #: Prometheus target labels and the ALERTS series: present on every scraped series.
 TARGET_LABELS = frozenset({"job", "instance"})
-_SELECTOR = re.compile(r"\b((?:aws_sdk|evobs)_[a-z_]+)\b(\{[^}]*\})?")
+_SELECTOR = re.compile(r"\b((?:aws_sdk|evobs|gen_ai)_[a-z_]+)\b(\{[^}]*\})?")
 _MATCHER_NAME = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
 _GROUPING = re.compile(r"\b(?:by|without|ignoring|on)\s*\(([^)]*)\)")
 
@@ -76,13 +76,14 @@ _GROUPING = re.compile(r"\b(?:by|without|ignoring|on)\s*\(([^)]*)\)")
 def check_promql_names(expr: str, catalog: dict[str, frozenset[str]]) -> list[str]:
     """Problems with the metric and label names an expression uses (empty: none).
 
-    Every ``aws_sdk_*``/``evobs_*`` name must be a sample evobs emits; every label in
-    its matchers must be one of that metric's labels (or a target label); every
+    Every ``aws_sdk_*``/``evobs_*``/``gen_ai_*`` name must be a sample evobs emits; every
+    label in its matchers must be one of that metric's labels (or a target label); every
     grouping label must exist on at least one metric of the expression.
     """
     problems: list[str] = []
     names: set[str] = set()
-    for name, matchers in _SELECTOR.findall(expr):
+    # Grouping clauses hold label names, some of which look like names (gen_ai_*).
+    for name, matchers in _SELECTOR.findall(_GROUPING.sub(" ", expr)):
         if name not in catalog:
             problems.append(f"unknown metric {name}")
             continue
@@ -219,7 +220,8 @@ def test_prometheus_scrapes_evobs_on_the_host() -> None:
 
 def test_alert_rules_cover_the_issue(catalog: dict[str, frozenset[str]]) -> None:
     """The rules alert on throttling, error ratio, retry amplification, client churn,
-    handler errors and span drops, using only metrics and labels evobs emits."""
+    handler errors, span drops and sustained Bedrock throttling, using only metrics and
+    labels evobs emits."""
     rules = [r for g in load(EXPORTERS / "alerts.yml")["groups"] for r in g["rules"]]
     by_name = {r["alert"]: r for r in rules}
     expected_metrics = {
@@ -229,6 +231,7 @@ def test_alert_rules_cover_the_issue(catalog: dict[str, frozenset[str]]) -> None
         "AwsClientChurn": "aws_sdk_clients_created_total",
         "EvobsHandlerErrors": "evobs_handler_errors_total",
         "EvobsSpansDropped": "evobs_spans_dropped_total",
+        "BedrockThrottlingSustained": "aws_sdk_call_attempts_total",
     }
     for name, metric in expected_metrics.items():
         assert metric in by_name[name]["expr"], name
@@ -245,7 +248,7 @@ def test_promtool_checks_the_config_and_rules() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     result = promtool("check", "rules", "alerts.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 8 rules found" in result.stdout
+    assert "SUCCESS: 9 rules found" in result.stdout
 
 
 def test_promtool_unit_tests_prove_each_alert_fires() -> None:

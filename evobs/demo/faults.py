@@ -517,9 +517,12 @@ class _Handler(BaseHTTPRequestHandler):
             conn.putheader("Content-Length", str(len(body)))
             conn.endheaders(body if body else None)
             response = conn.getresponse()
-            payload = response.read()
             status = response.status
             reply = [(k, v) for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP]
+            if response.chunked:  # an event stream: passed on as it arrives
+                self._relay(record, response, status, reply)
+                return
+            payload = response.read()
         except OSError as exc:
             self._respond(owner, record, Fault.status(502, "BadGateway", f"upstream failed: {exc}"))
             return
@@ -533,6 +536,41 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command == "HEAD":  # a HEAD answer's length is the resource's, not 0
             length = response.getheader("Content-Length")
         self._send(status, reply, payload, response.reason, length)
+
+    def _relay(
+        self,
+        record: RecordedRequest,
+        response: http.client.HTTPResponse,
+        status: int,
+        headers: list[tuple[str, str]],
+    ) -> None:
+        """Send a chunked upstream answer chunk by chunk (Bedrock's event streams): the
+        client reads each event when the upstream sends it. An upstream that breaks off
+        mid-stream breaks the client's connection too."""
+        record.status = status
+        for key, value in headers:
+            if key.lower() in ("x-amzn-requestid", "x-amz-request-id"):
+                record.request_id = value
+        self.close_connection = True
+        self.send_response_only(status, response.reason)
+        for key, value in headers:
+            self.send_header(key, value)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.flush()
+        try:
+            while True:
+                data = response.read1(64 * 1024)
+                if not data:
+                    break
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+        except (OSError, http.client.HTTPException):
+            self._reset()
+            return
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
 
     def _respond(self, owner: FaultServer, record: RecordedRequest, fault: Fault) -> None:
         style = fault.style or record.style

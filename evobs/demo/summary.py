@@ -39,6 +39,16 @@ _MAX_TRACES: Final = 100_000
 #: The instrumentation scope of the demo's application spans (``workload.APP_SCOPE``).
 _APP_SCOPE: Final = "evobs.demo"
 _EVOBS_SCOPE: Final = "evobs"
+#: The application spans of the GenAI assistant (``assistant.UNITS``).
+_ASSISTANT_UNITS: Final = frozenset(
+    {
+        "answer customer question",
+        "summarise order",
+        "describe product",
+        "draft product copy",
+        "check review",
+    }
+)
 #: The kinds of span the collector counts, in the order the summary names them.
 SPAN_KINDS: Final = ("call", "attempt", "transfer", "application", "other")
 
@@ -383,6 +393,12 @@ class SpanCollector:
                 [t for t in traces if t.root == "archive orders"],
             ),
             ("request that failed", [t for t in traces if t.failed]),
+            # GenAI: a stream's span ends when the stream does; Bedrock throttles too.
+            ("streamed GenAI answer", [t for t in traces if t.root == "summarise order"]),
+            (
+                "GenAI answer with a throttled retry",
+                [t for t in traces if t.root in _ASSISTANT_UNITS and t.throttled],
+            ),
         ]
         picked: dict[str, list[str]] = {}  # trace id -> reasons, in order
         by_id = {t.trace_id: t for t in traces}

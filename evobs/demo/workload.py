@@ -21,6 +21,9 @@ waterfall with the AWS calls, their retries and throttles inside):
 A :class:`Chaos` object scripts the :class:`~evobs.demo.faults.FaultServer` in
 front of the endpoint, so throttling and 5xx answers are real HTTP responses
 that botocore really retries, with its real backoff.
+
+With an :class:`~evobs.demo.assistant.Assistant`, a third kind of worker runs the
+order assistant's GenAI units against a local Bedrock Runtime endpoint.
 """
 
 from __future__ import annotations
@@ -35,7 +38,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
+from .assistant import UNITS as ASSISTANT_UNITS
+
 if TYPE_CHECKING:
+    from .assistant import Assistant
     from .faults import FaultServer
 
 __all__ = [
@@ -72,6 +78,7 @@ UNITS: Final = (
     "archive orders",
     "poll order events",
     "process order event",
+    *ASSISTANT_UNITS,
 )
 
 _MIB: Final = 1024 * 1024
@@ -224,6 +231,7 @@ class Workload:
         multipart: bool = True,
         max_attempts: int = 3,
         tracer_provider: Any = None,
+        assistant: Assistant | None = None,
     ) -> None:
         from opentelemetry import trace
 
@@ -242,6 +250,8 @@ class Workload:
         self._dynamodb: Any = None
         self._sqs: Any = None
         self._queue_url = ""
+        #: The GenAI worker (Bedrock Runtime), when given.
+        self.assistant = assistant
 
     def client(self, service: str) -> Any:
         """A new client for ``service`` on the demo endpoint."""
@@ -299,6 +309,14 @@ class Workload:
                 target=self._consumer_loop, args=(done, stop), name="evobs-demo-consumer"
             )
         )
+        if self.assistant is not None:
+            workers.append(
+                threading.Thread(
+                    target=self.assistant.loop,
+                    args=(self._unit, done),
+                    name="evobs-demo-assistant",
+                )
+            )
         for worker in workers:
             worker.daemon = True
             worker.start()

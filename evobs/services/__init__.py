@@ -23,6 +23,7 @@ from . import _semconv
 
 if TYPE_CHECKING:
     from .._call import Call
+    from .._log import HandlerErrors
     from .._options import Options
 
 __all__ = [
@@ -46,6 +47,7 @@ SERVICES: Final[Mapping[str, str]] = {
     "Secrets Manager": "secretsmanager",
     "SFN": "stepfunctions",
     "EventBridge": "eventbridge",
+    "Bedrock Runtime": "bedrock_runtime",
 }
 
 #: ``(operation name, params, options, attributes)``: add request attributes in place.
@@ -58,6 +60,12 @@ EditFn = Callable[["Call", dict[str, Any], dict[str, Any]], None]
 FinishFn = Callable[[dict[str, Any], dict[str, Any]], None]
 #: ``(parsed) -> span contexts`` to link the call's span to (message consumers).
 LinksFn = Callable[[dict[str, Any]], list[Any]]
+#: ``(call, params, options)``: record facts of the request on the call, at
+#: provide-client-params, for every call of the operation (sampled or not).
+StartFn = Callable[["Call", dict[str, Any], "Options"], None]
+#: ``(call, parsed, errors)``: record facts of the result on the call, at the first
+#: after-call handler, before any user handler sees the response.
+ResultFn = Callable[["Call", dict[str, Any], "HandlerErrors"], None]
 
 
 class ServiceSpec:
@@ -71,6 +79,8 @@ class ServiceSpec:
         "links",
         "request",
         "response",
+        "results",
+        "starts",
         "static",
     )
 
@@ -85,6 +95,8 @@ class ServiceSpec:
         edits: Mapping[str, EditFn] | None = None,
         finishes: Mapping[str, FinishFn] | None = None,
         links: Mapping[str, LinksFn] | None = None,
+        starts: Mapping[str, StartFn] | None = None,
+        results: Mapping[str, ResultFn] | None = None,
     ) -> None:
         self.static = static
         self.request = request
@@ -95,12 +107,26 @@ class ServiceSpec:
         self.edits = edits or {}
         self.finishes = finishes or {}
         self.links = links or {}
+        #: Facts of the request and of the result the signals render (GenAI calls).
+        self.starts = starts or {}
+        self.results = results or {}
 
 
 class Extractor:
     """One operation's hooks, bound once (``op.extractor``); ``None`` fields cost nothing."""
 
-    __slots__ = ("_request", "_response", "edit", "finish", "injects", "links", "name", "static")
+    __slots__ = (
+        "_request",
+        "_response",
+        "edit",
+        "finish",
+        "injects",
+        "links",
+        "name",
+        "result",
+        "start",
+        "static",
+    )
 
     def __init__(self, name: str, spec: ServiceSpec) -> None:
         self.name = name
@@ -113,6 +139,10 @@ class Extractor:
         #: Undoes the edit's visible effects at after-call (ReceiveMessage).
         self.finish = spec.finishes.get(name)
         self.links = spec.links.get(name)
+        #: Records the request's facts on the call at provide-client-params (GenAI).
+        self.start = spec.starts.get(name)
+        #: Records the result's facts on the call at after-call (GenAI).
+        self.result = spec.results.get(name)
 
     def request(self, params: dict[str, Any], options: Options, attrs: dict[str, Any]) -> None:
         """Adds the request attributes (not ``static``, which the span starts with) to

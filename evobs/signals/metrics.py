@@ -31,6 +31,7 @@ from .._compat.prometheus import histogram_bounds, multiprocess_mode
 from .._fork import ForkSafeLock
 from .._registry import MetricConflictError, family
 from . import SignalBase
+from ._genai_metrics import GenAIMetrics
 from ._labels import ERROR_TYPE_CAP, LOCAL_BUCKETS, NO_REGION, OTHER, ErrorTypes
 from ._series import CounterFamily, GaugeFamily, HistogramFamily, Writer, lock_of
 
@@ -291,6 +292,7 @@ class MetricsSignal(SignalBase):
         "_error_types",
         "_exemplars",
         "_families",
+        "_genai",
         "_lock",
         "_ops",
         "_resources",
@@ -301,6 +303,8 @@ class MetricsSignal(SignalBase):
 
     def __init__(self, registry: CollectorRegistry, options: Options) -> None:
         self._families = _Families(registry, tuple(options.duration_buckets))
+        #: Token usage, operation duration, time to first chunk, guardrail interventions.
+        self._genai = GenAIMetrics(registry)
         self._error_types = _error_types(self._families.errors)
         # prometheus_client keeps no exemplars in multiprocess mode: build none. Otherwise
         # the duration series are evobs's own, which throttle them (``exemplar_due``).
@@ -389,6 +393,8 @@ class MetricsSignal(SignalBase):
                     w.inc(errors)
                 if attempts:
                     _attempts(w, m, attempts, retried)
+            if call.genai is not None:  # Bedrock Runtime's inference calls
+                self._genai.call_ended(call)
         finally:
             if not settled:  # whatever failed above, in-flight goes back where it was
                 with svc.lock as w:

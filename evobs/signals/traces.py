@@ -26,6 +26,7 @@ from .._lazy import lazy_names
 from .._version import __version__
 from ..services import peer_attributes, rpc_attributes
 from . import SignalBase
+from ._genai_spans import follow_stream, render_call
 
 if TYPE_CHECKING:
     from .._call import Attempt, Call
@@ -148,7 +149,11 @@ class TracesSignal(SignalBase):
             attributes["server.port"] = call.server_port
         if call.http_method is not None:
             attributes["http.request.method"] = call.http_method
-        span, api_request = self._open_call_span(call, kind, attributes)
+        name = call.op.span_name
+        if call.genai is not None:  # the conventions' name and attributes, for the sampler too
+            name = call.genai.request.span_name or name
+            attributes.update(call.genai.request.attributes)
+        span, api_request = self._open_call_span(call, name, kind, attributes)
         # Registered before anything else can fail: a started span always ends.
         token = otel_context.attach(trace.set_span_in_context(span))
         self._open[call] = _Open(span, token)
@@ -165,11 +170,10 @@ class TracesSignal(SignalBase):
             self._call_hook("request_hook", hook, span, call)
 
     def _open_call_span(
-        self, call: Call, kind: SpanKind, attributes: dict[str, Any]
+        self, call: Call, name: str, kind: SpanKind, attributes: dict[str, Any]
     ) -> tuple[Any, bool]:
         """The call's span, and whether its request attributes are still to be set
         (the public API path sets them once the span exists and records)."""
-        name = call.op.span_name
         start_time = call.start_ns + WALL_OFFSET_NS
         extractor = call.op.extractor
         params = call.params if extractor is not None else None
@@ -201,7 +205,10 @@ class TracesSignal(SignalBase):
                 self._call_hook("response_hook", hook, span, call, result)
         finally:
             try:
-                span.end(end_time=(call.end_ns or call.start_ns) + WALL_OFFSET_NS)
+                # A returned stream keeps the span open until it ends (``_genai``); the
+                # context is restored now all the same: the call has returned.
+                if call.stream is None or not follow_stream(span, call, self._errors):
+                    span.end(end_time=(call.end_ns or call.start_ns) + WALL_OFFSET_NS)
             finally:
                 otel_context.detach(opened.token)
 
@@ -265,12 +272,15 @@ class TracesSignal(SignalBase):
             if call.http_method is not None:
                 attributes["http.request.method"] = call.http_method
         extractor = call.op.extractor
-        if extractor is not None and call.response is not None:
-            extractor.response(call.response, attributes)
-            if extractor.links is not None:
-                # The producers' contexts are known only now: links added after start.
-                for link in extractor.links(call.response):
-                    span.add_link(link)
+        if extractor is not None:
+            if call.response is not None:
+                extractor.response(call.response, attributes)
+                if extractor.links is not None:
+                    # The producers' contexts are known only now: links added after start.
+                    for link in extractor.links(call.response):
+                        span.add_link(link)
+            if call.genai is not None:
+                render_call(span, call, attributes)
         if own is None:
             _set_attributes(span, attributes)
         if len(attempts) > 1:
