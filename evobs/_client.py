@@ -2,7 +2,8 @@
 
 Added at creating-client-class (the documented way to extend generated clients),
 or by a ``__class__`` swap for a client instrumented after its creation. Their
-``_make_api_call`` opens a :class:`~evobs._handlers.CallFrame` around the parent's,
+``_make_api_call`` opens a :class:`~evobs._handlers.CallFrame` around the parent's
+(attaching, for a transfer's carrier clone, the transfer span's context),
 so every call that opened a span is closed and the OpenTelemetry context restored,
 whatever raised. One skeleton for both: the async variant only awaits.
 """
@@ -46,39 +47,14 @@ class _TimedConstruction:
             )
 
 
-class _Guard:
-    """What one guarded ``_make_api_call`` opened: its call frame and, for a transfer's
-    carrier clone, the transfer span's context (detached after, LIFO)."""
-
-    __slots__ = ("frame", "parent_token")
-
-    def __init__(self, client: _TimedConstruction, inst: Instrumentation) -> None:
-        parent = client._evobs_parent
-        self.parent_token = None if parent is None else otel_context.attach(parent)
-        self.frame = CallFrame(inst.handlers)
-
-    def close(self, error: BaseException | None) -> None:
-        try:
-            self.frame.close(error)
-        finally:
-            if self.parent_token is not None:
-                otel_context.detach(self.parent_token)
-
-
-def _guard(client: _TimedConstruction) -> _Guard | None:
-    inst = client._evobs
-    if inst is None or not inst.enabled:
-        return None
-    return _Guard(client, inst)
-
-
 class InstrumentedClient(_TimedConstruction):
     """The safety net for botocore clients."""
 
     def _make_api_call(self, operation_name: str, api_params: Any) -> Any:
-        guard = _guard(self)
-        if guard is None:
+        inst = self._evobs
+        if inst is None or not inst.handlers.enabled:
             return super()._make_api_call(operation_name, api_params)  # type: ignore[misc]
+        frame = CallFrame(inst.handlers, self._evobs_parent)
         error: BaseException | None = None
         try:
             return super()._make_api_call(operation_name, api_params)  # type: ignore[misc]
@@ -88,7 +64,7 @@ class InstrumentedClient(_TimedConstruction):
         finally:
             # The exception's traceback holds this frame: the reference back to it is
             # dropped, so a failed call leaves no garbage cycle.
-            guard.close(error)
+            frame.close(error)
             error = None
 
 
@@ -97,9 +73,10 @@ class AsyncInstrumentedClient(_TimedConstruction):
     synchronous try/finally around it would close the span at once)."""
 
     async def _make_api_call(self, operation_name: str, api_params: Any) -> Any:
-        guard = _guard(self)
-        if guard is None:
+        inst = self._evobs
+        if inst is None or not inst.handlers.enabled:
             return await super()._make_api_call(operation_name, api_params)  # type: ignore[misc]
+        frame = CallFrame(inst.handlers, self._evobs_parent)
         error: BaseException | None = None
         try:
             return await super()._make_api_call(operation_name, api_params)  # type: ignore[misc]
@@ -107,7 +84,7 @@ class AsyncInstrumentedClient(_TimedConstruction):
             error = exc
             raise
         finally:
-            guard.close(error)
+            frame.close(error)
             error = None
 
 

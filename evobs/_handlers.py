@@ -17,6 +17,8 @@ from threading import get_ident
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Final
 
+from opentelemetry import context as otel_context
+
 from ._call import Attempt, Call, classify
 from ._compat.botocore import PREPARED_REQUEST_HAS_CONTEXT
 from ._compat.otel_api import instrumentation_suppressed
@@ -112,14 +114,17 @@ class Fanout:
 class CallFrame:
     """The calls opened inside one ``_make_api_call`` of an instrumented client (whose
     injected base class opens the frame), so that :meth:`close` can end whatever
-    botocore's events left open: the safety net of DESIGN 2. Live frames are known by
-    thread, so a forked child forgets the calls of threads it does not have."""
+    botocore's events left open: the safety net of DESIGN 2. A transfer's carrier clone
+    also gives the context its calls run in (attached here, detached at close, LIFO).
+    Live frames are known by thread, so a forked child forgets the calls of threads it
+    does not have."""
 
-    __slots__ = ("__weakref__", "calls", "handlers", "token")
+    __slots__ = ("__weakref__", "calls", "handlers", "parent_token", "token")
 
-    def __init__(self, handlers: Handlers) -> None:
+    def __init__(self, handlers: Handlers, parent: otel_context.Context | None = None) -> None:
         self.handlers = handlers
         self.calls: list[Call] = []
+        self.parent_token = None if parent is None else otel_context.attach(parent)
         self.token = _CALL_FRAME.set(self)
         _LIVE_FRAMES[self] = get_ident()
 
@@ -132,6 +137,8 @@ class CallFrame:
                     break
         finally:
             _CALL_FRAME.reset(self.token)
+            if self.parent_token is not None:
+                otel_context.detach(self.parent_token)
 
 
 #: Every open frame, by the thread it runs on.
@@ -338,7 +345,11 @@ class Handlers:
             if not PREPARED_REQUEST_HAS_CONTEXT:
                 _CURRENT_ATTEMPT.set((call, attempt))
             if self.fanout.attempt_started:
-                self._deliver("attempt_started", self.fanout.attempt_started, call, attempt)
+                for fn in self.fanout.attempt_started:  # _deliver, inlined: every attempt
+                    try:
+                        fn(call, attempt)
+                    except Exception as exc:
+                        self.errors.record("attempt_started", exc)
         except Exception as exc:
             self.errors.record("request-created", exc)
 

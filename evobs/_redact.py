@@ -742,11 +742,14 @@ class Masks:
     secret values (the call's sensitive params, the client's own credentials, as
     ``MARK``) and S3 object keys (unless captured, as ``KEY``)."""
 
-    __slots__ = ("keys", "secrets")
+    __slots__ = ("keys", "rendered", "secrets")
 
     def __init__(self, secrets: Iterable[str] = (), keys: Iterable[str] = ()) -> None:
         self.secrets = tuple(secrets)
         self.keys = tuple(keys)
+        #: Texts already redacted with these masks (a retry storm repeats one message),
+        #: by (text, limit): what they became. Bounded; holds only redacted output.
+        self.rendered: dict[tuple[str, int], str] = {}
 
     def __repr__(self) -> str:  # never the values
         return f"<Masks secrets={len(self.secrets)} keys={len(self.keys)}>"
@@ -814,10 +817,13 @@ def masks_for(
         if not capture_s3_keys:
             named.extend(keys)
         if call is not None:
-            if call.params:
-                secrets.extend(sensitive_values(call.op.model, call.params))
-                if not capture_s3_keys:
-                    named.extend(s3_keys(call.op.model, call.params))
+            params = call.params
+            if params:
+                plan = _plan(call.op.model)  # once: which of the two below apply
+                if plan.dirty:
+                    secrets.extend(sensitive_values(call.op.model, params))
+                if plan.keyed and not capture_s3_keys:
+                    named.extend(s3_keys(call.op.model, params))
             if signer is None:
                 signer = call.signer
         if signer is not None:
@@ -826,7 +832,21 @@ def masks_for(
         pass
     if not secrets and not named:
         return _NO_MASKS
-    return Masks(secrets, s3_key_forms(named))
+    # The same client, operation and keys give the same masks: one object (and its
+    # rendered texts) for all their failures.
+    key = (tuple(secrets), tuple(named))
+    found = _MASKS.get(key)
+    if found is None:
+        if len(_MASKS) >= _MASKS_ENTRIES:
+            _MASKS.clear()
+        found = _MASKS[key] = Masks(secrets, s3_key_forms(named))
+    return found
+
+
+#: Masks by what they mask, bounded: held in memory, never recorded.
+_MASKS: Final[dict[tuple[tuple[str, ...], tuple[str, ...]], Masks]] = {}
+_MASKS_ENTRIES: Final = 128
+_RENDERED_ENTRIES: Final = 16
 
 
 def _cut(text: str, limit: int) -> str:
@@ -860,6 +880,13 @@ def redact_text(
         text = _cut(text, _MAX_TEXT_SCAN)
         if masks is None:
             masks = _NO_MASKS if call is None else masks_for(call, capture_s3_keys=capture_s3_keys)
+        rendered = masks.rendered
+        cacheable = len(text) <= _CLEAN_TEXT
+        if cacheable:
+            done = rendered.get((text, limit))
+            if done is not None:
+                return done
+        received = text
         secrets = masks.secrets
         if secrets:
             # First, on the text as received: anything rewritten before this
@@ -874,6 +901,10 @@ def redact_text(
             return MARK if not any(s in MARK for s in secrets) else ""
         if len(text) > limit:
             text = text[: max(0, limit - len(TRUNCATED))] + TRUNCATED
+        if cacheable:
+            if len(rendered) >= _RENDERED_ENTRIES:
+                rendered.clear()
+            rendered[(received, limit)] = text
         return text
     except Exception:
         return MARK
@@ -889,16 +920,29 @@ def safe_error_code(code: object) -> str:
     ``exception.type``, the ``error_type`` log field and metric label: credentials in
     it masked (named ones, access key ids, and any long run of base64 characters mixing
     letters and digits: a bare secret key or token), valid UTF-8, at most
-    ``MAX_CODE_CHARS`` characters."""
+    ``MAX_CODE_CHARS`` characters. Codes repeat (every attempt of a retry storm has one):
+    short codes found unchanged are remembered, bounded, and not scanned again."""
+    if type(code) is str and code in _SAFE_CODES:
+        return code
     try:
-        text = code if isinstance(code, str) else _safe_str(code)
+        original = text = code if isinstance(code, str) else _safe_str(code)
         text = scrub_credentials(_cut(text, 4 * MAX_CODE_CHARS))
         text = _SECRET_SHAPED_RE.sub(_secret_shaped, text)
         if not text.isascii():
             text = text.encode("utf-8", "replace").decode("utf-8")
-        return text[:MAX_CODE_CHARS]
+        text = text[:MAX_CODE_CHARS]
+        if text == original:
+            if len(_SAFE_CODES) >= _CLEAN_ENTRIES:
+                _SAFE_CODES.clear()  # codes that never repeat must not pin it
+            _SAFE_CODES[text] = None
+        return text
     except Exception:
         return MARK
+
+
+#: Codes found unchanged by :func:`safe_error_code` (only those: nothing that held a
+#: credential is kept), bounded like the clean-text cache.
+_SAFE_CODES: Final[dict[str, None]] = {}
 
 
 #: In a code, a long run of base64 characters: a code is a name (``NoSuchKey``,

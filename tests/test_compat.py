@@ -274,6 +274,26 @@ def test_api_proxy_meter_provider() -> None:
     assert otel_api.no_global_meter_provider() is expected
 
 
+def test_api_runtime_context_var() -> None:
+    """``opentelemetry.context._RUNTIME_CONTEXT._current_context``: the ContextVar the
+    suppression check reads directly (it runs on every call); it holds the current
+    Context, and without it the check goes through ``get_current()`` with the same answer."""
+    import contextvars
+
+    from opentelemetry.context import _RUNTIME_CONTEXT
+
+    var = _RUNTIME_CONTEXT._current_context  # type: ignore[attr-defined]
+    assert isinstance(var, contextvars.ContextVar)
+    assert var.get() is otel_context.get_current()
+    assert otel_api._runtime_context_var() is var
+    key = otel_api.SUPPRESS_INSTRUMENTATION_KEY
+    token = otel_context.attach(otel_context.set_value(key, True))
+    try:
+        assert var.get().get(key) is True
+    finally:
+        otel_context.detach(token)
+
+
 # -- prometheus_client --------------------------------------------------------------------
 
 

@@ -349,7 +349,10 @@ def test_soak_structures_flat(zero_jitter: None, registry: CollectorRegistry) ->
     # at a fixed size: those stay within it.
     from evobs import _redact
 
-    self_clearing = {"evobs._redact._CLEAN": _redact._CLEAN_ENTRIES}
+    self_clearing = {
+        "evobs._redact._CLEAN": _redact._CLEAN_ENTRIES,
+        "evobs._redact._SAFE_CODES": _redact._CLEAN_ENTRIES,
+    }
     for snapshot in snapshots:
         for name, cap in self_clearing.items():
             assert snapshot.pop(name, 0) <= cap, (name, snapshot)

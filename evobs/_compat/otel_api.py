@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Callable
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
@@ -16,15 +18,46 @@ __all__ = [
 #: (exporters that call AWS themselves set it so their own calls are not traced). It is
 #: private to the API package (``opentelemetry.context._SUPPRESS_INSTRUMENTATION_KEY``);
 #: where an API lacks it, suppression cannot be seen and calls are recorded as usual.
+_current: Final = otel_context.get_current
+
 SUPPRESS_INSTRUMENTATION_KEY: Final[Any] = getattr(
     otel_context, "_SUPPRESS_INSTRUMENTATION_KEY", None
 )
 
 
-def instrumentation_suppressed() -> bool:
-    """Whether the current context asks instrumentations to record nothing."""
+def _runtime_context_var() -> contextvars.ContextVar[Any] | None:
+    """The ContextVar the API's default runtime context keeps the current Context in
+    (``opentelemetry.context._RUNTIME_CONTEXT._current_context``); None for another
+    runtime context (``OTEL_PYTHON_CONTEXT``) or another shape: then the public API."""
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    var = getattr(runtime, "_current_context", None)
+    return var if isinstance(var, contextvars.ContextVar) else None
+
+
+def _suppression_check() -> Callable[[], bool]:
+    """``instrumentation_suppressed``, built once: it runs on every call, so where the
+    API's own ContextVar is readable it is read directly (one C call instead of three
+    Python ones); otherwise through ``get_current()``."""
     key = SUPPRESS_INSTRUMENTATION_KEY
-    return key is not None and bool(otel_context.get_value(key))
+    if key is None:
+        return lambda: False
+    var = _runtime_context_var()
+    if var is None:
+
+        def through_the_api() -> bool:
+            return bool(_current().get(key))
+
+        return through_the_api
+
+    def direct() -> bool:
+        context = var.get(None)
+        return bool((_current() if context is None else context).get(key))
+
+    return direct
+
+
+#: Whether the current context asks instrumentations to record nothing.
+instrumentation_suppressed: Final = _suppression_check()
 
 
 def no_global_meter_provider() -> bool:

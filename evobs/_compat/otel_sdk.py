@@ -28,6 +28,7 @@ __all__ = [
     "READABLE_SPAN_FIELDS",
     "SDK_VERSION",
     "SETS_RANDOM_TRACE_ID_FLAG",
+    "SPAN_PROCESSORS_ATTR",
     "TracerParts",
     "batch_queue",
     "default_sampler_mode",
@@ -169,10 +170,14 @@ def tracer_parts(tracer: Any) -> TracerParts | None:
     return TracerParts(tracer, sampler, ids, processor, multi, info, scope, limits, is_enabled)
 
 
+#: Where a ``SynchronousMultiSpanProcessor`` keeps its processors.
+SPAN_PROCESSORS_ATTR: Final = "_span_processors"
+
+
 def span_processors(multi: Any) -> tuple[Any, ...] | None:
     """The processors of a ``SynchronousMultiSpanProcessor`` (its ``_span_processors``
     tuple, replaced, never mutated, by ``add_span_processor``); None if unreadable."""
-    processors = getattr(multi, "_span_processors", None)
+    processors = getattr(multi, SPAN_PROCESSORS_ATTR, None)
     return processors if isinstance(processors, tuple) else None
 
 

@@ -155,19 +155,20 @@ class SdkPipeline:
         return self._limits
 
     def _begin(self, span: SdkSpan, context: Context | None) -> SdkSpan:
-        """Hands a new span to the processors (as they are now: see ``_dispatch``)."""
-        if self._multi is not None:
-            processors = self._current_processors()
-            if processors is not self._processors:
-                if processors is None:
-                    raise AttributeError("SynchronousMultiSpanProcessor._span_processors")
-                self._dispatch(processors)
+        """Hands a new span to the processors (as they are now: see ``_refresh``)."""
+        multi = self._multi
+        if multi is not None and getattr(multi, _PROCESSORS, None) is not self._processors:
+            self._refresh()
         self._on_start(span, parent_context=context)
         return span
 
-    def _current_processors(self) -> Any:
-        multi = self._multi
-        return None if multi is None else otel_sdk.span_processors(multi)
+    def _refresh(self) -> None:
+        """The provider's processors changed (``add_span_processor`` replaces the tuple:
+        checked per span, by identity): dispatch to them as they are now."""
+        processors = otel_sdk.span_processors(self._multi)
+        if processors is None:
+            raise AttributeError("SynchronousMultiSpanProcessor._span_processors")
+        self._dispatch(processors)
 
     def _dispatch(self, processors: tuple[Any, ...]) -> None:
         """Point ``_on_start``/``_on_ending``/``_on_end`` at the provider's processors as
@@ -304,12 +305,9 @@ class SdkPipeline:
                     immutable=True,
                     max_value_len=limits.max_span_attribute_length,
                 )
-            if self._multi is not None:
-                processors = self._current_processors()
-                if processors is not self._processors:
-                    if processors is None:
-                        raise AttributeError("SynchronousMultiSpanProcessor._span_processors")
-                    self._dispatch(processors)
+            multi = self._multi
+            if multi is not None and getattr(multi, _PROCESSORS, None) is not self._processors:
+                self._refresh()
             on_ending, on_end = self._on_ending, self._on_end
         except Exception as exc:
             self.failed(exc)
@@ -512,3 +510,6 @@ def _ignore(exc: BaseException) -> None:
 
 
 _ALWAYS_ON: Final = otel_sdk.ALWAYS_ON
+#: The multi processor's tuple of processors, compared by identity on every span (the
+#: read itself is ``otel_sdk.span_processors``; this is its name, for the fast check).
+_PROCESSORS: Final = otel_sdk.SPAN_PROCESSORS_ATTR

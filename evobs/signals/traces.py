@@ -335,21 +335,23 @@ class TracesSignal(SignalBase):
             if failed and call.expected and attempt is call.attempts[-1]:
                 failed = False
             if failed and child.is_recording():
-                if masks is None:  # once per call, only if an attempt failed
-                    masks = masks_for(call, capture_s3_keys=self._options.capture_s3_keys)
-                # An exception (reset, timeout) or an HTTP error response (its code, message).
-                message = attempt.error_message
-                if message is None:
-                    raised = attempt.exception
-                    message = "" if raised is None else exception_message(raised)
-                event, description = exception_event(
-                    attempt.exception, call, code=error_type, message=message, masks=masks
-                )
-                _add_event(child, "exception", event, end_time)
+                raised = attempt.exception
                 key = (error_type, attempt.error_message or "")
-                status = statuses.get(key)
+                status = statuses.get(key) if raised is None else None
                 if status is None:
-                    status = statuses[key] = Status(StatusCode.ERROR, description)
+                    if masks is None:  # once per call, only if a failure is rendered
+                        masks = masks_for(call, capture_s3_keys=self._options.capture_s3_keys)
+                    message = attempt.error_message
+                    if message is None:
+                        message = "" if raised is None else exception_message(raised)
+                    event, description = exception_event(
+                        raised, call, code=error_type, message=message, masks=masks
+                    )
+                    status = Status(StatusCode.ERROR, description)
+                    if raised is None:  # an HTTP error response: in the status, once per call
+                        statuses[key] = status
+                    else:  # a reset connection, a timeout: the exception, as it was raised
+                        _add_event(child, "exception", event, end_time)
                 child.set_status(status)
             child.end(end_time=end_time)
 
