@@ -44,12 +44,12 @@ import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Final, Literal
 from urllib.parse import unquote
 
 from ..genai.families import family_of
+from ._loopback import LoopbackHTTPServer, LoopbackServer
 
 __all__ = [
     "DEFAULT_COMPLETION",
@@ -639,17 +639,13 @@ def _converse_events(answer: _Answer) -> list[tuple[str, dict[str, Any]]]:
 # -- the server -----------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    owner: BedrockServer
-
-
-class BedrockServer:
+class BedrockServer(LoopbackServer):
     """A threaded HTTP server on 127.0.0.1 that answers like Bedrock Runtime.
 
     Thread-safe: the script queue and the recording are guarded by one lock.
     """
+
+    thread_name = "evobs-bedrock-server"
 
     def __init__(
         self,
@@ -660,8 +656,7 @@ class BedrockServer:
         first_token_seconds: float = 0.0,
         token_seconds: float = 0.0,
     ) -> None:
-        self._host = host
-        self._port = port
+        super().__init__(host, port)
         #: What the model answers (its words are the output tokens).
         self.completion = completion
         #: How long the model takes to its first token, then per further event (the demo
@@ -672,57 +667,8 @@ class BedrockServer:
         self._queue: list[BedrockFault] = []
         self._requests: list[BedrockRequest] = []
         self._ids = itertools.count(1)
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle --------------------------------------------------------------------
-
-    def start(self) -> BedrockServer:
-        """Bind a free port and serve in a daemon thread."""
-        if self._server is not None:
-            return self
-        server = _Server((self._host, self._port), _Handler)
-        server.owner = self
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="evobs-bedrock-server",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the listening socket."""
-        server = self._server
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> BedrockServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """The endpoint URL to give botocore (``endpoint_url=server.url``)."""
-        if self._server is None:
-            raise RuntimeError("BedrockServer is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{int(port)}"
 
     # -- scripting and recording ---------------------------------------------------------------
 
@@ -768,7 +714,7 @@ class BedrockServer:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: _Server
+    server: LoopbackHTTPServer
     timeout = 10
     disable_nagle_algorithm = True
 
@@ -985,3 +931,6 @@ class _Handler(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             sock.close()
+
+
+BedrockServer.handler = _Handler

@@ -30,10 +30,11 @@ import struct
 import threading
 import time
 from collections.abc import Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Final, Literal
 from urllib.parse import parse_qs, urlsplit
+
+from ._loopback import LoopbackHTTPServer, LoopbackServer
 
 __all__ = ["Fault", "FaultServer", "RecordedRequest", "Style"]
 
@@ -254,96 +255,43 @@ class RecordedRequest:
         return None
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    fault_server: FaultServer
-
-
-class FaultServer:
+class FaultServer(LoopbackServer):
     """A threaded HTTP server on 127.0.0.1 that forwards to ``upstream`` or injects faults.
 
     Thread-safe: requests from many client threads are handled concurrently;
     the script queue and the recording are guarded by one lock.
     """
 
+    thread_name = "evobs-fault-server"
+
     def __init__(
         self, upstream: str | None = None, *, host: str = "127.0.0.1", port: int = 0
     ) -> None:
+        super().__init__(host, port)
         self.upstream = upstream.rstrip("/") if upstream else None
-        self._host = host
-        self._port = port
         self._lock = threading.Lock()
         self._queue: list[Fault] = []
         self._default = Fault.forward()
         self._requests: list[RecordedRequest] = []
         self._ids = itertools.count(1)
         self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._sockets: set[socket.socket] = set()
 
     # -- lifecycle --------------------------------------------------------------------
 
-    def start(self) -> FaultServer:
-        """Bind a free port and serve in a daemon thread."""
-        if self._server is not None:
-            return self
+    def _starting(self) -> None:
         self._stopping.clear()
-        server = _Server((self._host, self._port), _Handler)
-        server.fault_server = self
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="evobs-fault-server",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
 
-    def stop(self) -> None:
-        """Stop serving; ends stalls and closes open connections."""
-        server = self._server
-        if server is None:
-            return
+    def _stopping_now(self) -> None:
+        """Ends stalls; open connections are closed once the serving loop stopped."""
         self._stopping.set()
-        server.shutdown()
+
+    def _shut_down(self) -> None:
         with self._lock:
             sockets = list(self._sockets)
         for sock in sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> FaultServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """``(host, port)`` the server is bound to."""
-        if self._server is None:
-            raise RuntimeError("FaultServer is not started")
-        host, port = self._server.server_address[:2]
-        return str(host), int(port)
-
-    @property
-    def url(self) -> str:
-        """The endpoint URL to give botocore (``endpoint_url=server.url``)."""
-        host, port = self.address
-        return f"http://{host}:{port}"
 
     # -- scripting ----------------------------------------------------------------------
 
@@ -427,7 +375,7 @@ class _Handler(BaseHTTPRequestHandler):
     """Handles every method the same way: record, pick a fault, act."""
 
     protocol_version = "HTTP/1.1"
-    server: _Server
+    server: LoopbackHTTPServer
     #: Idle keep-alive connections give up after this long (socket timeout).
     timeout = 10
     #: Headers and body go out in separate writes: without TCP_NODELAY, Nagle plus
@@ -436,18 +384,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.server.fault_server._track(self.connection, True)
+        self.server.owner._track(self.connection, True)
 
     def finish(self) -> None:
         with contextlib.suppress(OSError, ValueError):
             super().finish()
-        self.server.fault_server._track(self.connection, False)
+        self.server.owner._track(self.connection, False)
 
     def log_message(self, format: str, *args: object) -> None:
         """Silent: the recording is the log."""
 
     def _handle(self) -> None:
-        owner = self.server.fault_server
+        owner = self.server.owner
         body = self._read_body()
         split = urlsplit(self.path)
         headers = tuple((k, v) for k, v in self.headers.items())
@@ -733,3 +681,6 @@ def _render(
             headers.append(("Content-Type", "application/xml"))
     headers.extend(fault.headers)
     return status, headers, body
+
+
+FaultServer.handler = _Handler
