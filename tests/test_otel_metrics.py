@@ -38,7 +38,7 @@ from evobs.signals.metrics import ERROR_TYPE_CAP, LOCAL_BUCKETS
 from evobs.signals.otel_metrics import INSTRUMENTS, OtelMetricsSignal
 
 from .conftest import SpanRecorder, fast_config
-from .faults_util import zero_backoff
+from .faults_util import BOTOCORE_RETRIES_BARE_429, zero_backoff
 from .otlp_receiver import OTLPReceiver, otlp_receiver
 
 #: Prometheus family -> OpenTelemetry instrument: the same measurements (docs/metrics.md).
@@ -138,7 +138,13 @@ def prometheus_side(registry: CollectorRegistry) -> dict[str, dict[Key, tuple[fl
                 series[key][0] = sample.value
             elif sample.name.endswith("_sum"):
                 series[key][1] = sample.value
-        out[family.name] = {k: (v[0], v[1]) for k, v in series.items()}
+        # A histogram child made ahead of its first observation (per service, at the first
+        # call) has no OpenTelemetry counterpart: the SDK exports points only once recorded.
+        out[family.name] = {
+            k: (v[0], v[1])
+            for k, v in series.items()
+            if not (family.type == "histogram" and v[0] == 0)
+        }
     return out
 
 
@@ -207,7 +213,11 @@ def faulty_workload(session: boto3.Session, faults: FaultServer) -> None:
     with pytest.raises(ClientError):
         s3.put_object(Bucket=bucket, Key="k-500", Body=b"x")
     faults.script([Fault.too_many_requests()])
-    sqs.list_queues()
+    if BOTOCORE_RETRIES_BARE_429:
+        sqs.list_queues()
+    else:  # older botocore gives a bare 429 to the caller: one error, no retry
+        with pytest.raises(ClientError):
+            sqs.list_queues()
     session.resource("s3", endpoint_url=faults.url).Bucket(bucket)
 
 
@@ -242,14 +252,14 @@ def test_prometheus_and_otel_agree_after_a_faulty_workload(
     assert retries[("ListTables", "server_error")] == 1
     assert retries[("ListTables", "connection_error")] == 1
     assert retries[("PutObject", "server_error")] == 2
-    assert retries[("ListQueues", "throttled")] == 1
+    assert retries.get(("ListQueues", "throttled"), 0) == int(BOTOCORE_RETRIES_BARE_429)
     errors = {(a["rpc.method"], a["exception.type"]) for a, _ in points["client.call.errors"]}
     assert errors == {
         ("ListTables", "ThrottlingException"),
         ("GetObject", "NoSuchKey"),
         ("HeadObject", "404"),
         ("PutObject", "InternalError"),
-    }
+    } | (set() if BOTOCORE_RETRIES_BARE_429 else {("ListQueues", "429")})
     assert all(p.value == 0 for _, p in points["client.call.in_flight"])
 
 

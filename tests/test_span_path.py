@@ -49,11 +49,17 @@ from opentelemetry.trace import (
 from prometheus_client import CollectorRegistry
 
 import evobs
+from evobs._compat.otel_sdk import fast_spans_proven
 from evobs.demo.faults import Fault, FaultServer
 from evobs.signals._spans import SdkSpan
 
 from .conftest import fast_config
 from .faults_util import zero_backoff
+
+#: Whether the "fast" rig takes evobs's own span path here: on an SDK outside
+#: ``FAST_SPANS_PROVEN`` it takes ``start_span`` like the "api" rig, and the same tests
+#: prove that fallback exports the same spans.
+FAST = fast_spans_proven()
 
 BUCKET = "evobs-span-path"
 TABLE = "evobs-span-path"
@@ -238,7 +244,7 @@ def test_fast_path_exports_what_the_api_path_exports(
 
     fast_spans, api_spans = fast.spans, api.spans
     # which path ran
-    assert fast_spans and all(type(s) is SdkSpan for s in fast_spans)
+    assert fast_spans and all((type(s) is SdkSpan) == FAST for s in fast_spans)
     assert api_spans and not any(isinstance(s, SdkSpan) for s in api_spans)
 
     assert [_comparable(s) for s in fast_spans] == [_comparable(s) for s in api_spans]
@@ -268,6 +274,7 @@ def test_fast_path_exports_what_the_api_path_exports(
 # -- 2. fields ---------------------------------------------------------------------------
 
 
+@pytest.mark.skipif(not FAST, reason="this SDK takes start_span: no SdkSpan to check")
 def test_sdk_span_has_every_readable_span_field(world: str, rigs: Callable[..., Rig]) -> None:
     """An SdkSpan carries every instance attribute ``ReadableSpan.__init__`` sets (so
     exporters reading private fields keep working) and serializes with ``to_json``
@@ -569,7 +576,7 @@ def test_user_code_inside_the_call_sees_evobs_span(
     (call,) = rig.named("S3.HeadObject")
     assert len(seen) == 1
     assert seen[0].get_span_context() == call.context
-    assert (type(seen[0]) is SdkSpan) == (path == "fast")
+    assert (type(seen[0]) is SdkSpan) == (path == "fast" and FAST)
     a = _attrs(call)
     assert a["app.tag"] == "x"
     (reference,) = rig.named("app.reference")
@@ -616,7 +623,7 @@ def test_user_api_writes_same_on_both_paths(world: str, rigs: Callable[..., Rig]
             s3.head_object(Bucket=BUCKET, Key="missing")
     (ours,) = fast.spans
     (sdks,) = api.spans
-    assert type(ours) is SdkSpan and type(sdks) is not SdkSpan
+    assert (type(ours) is SdkSpan) == FAST and type(sdks) is not SdkSpan
     assert sdks.status.status_code is StatusCode.OK
     assert _comparable(ours) == _comparable(sdks)
     assert _event_values(ours) == _event_values(sdks)

@@ -121,6 +121,18 @@ _BUILDERS: Final = {
 }
 
 
+def _attempt_number(request: Any) -> int:
+    """The attempt from the ``amz-sdk-request`` header botocore sets on every attempt (the
+    prepared request carries ``context`` only from botocore 1.43.68)."""
+    header = request.headers.get("amz-sdk-request", b"")
+    text = header.decode() if isinstance(header, bytes) else str(header)
+    for part in text.split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == "attempt":
+            return int(value)
+    return 1
+
+
 class CannedResponder:
     """Answers in ``before-send``: 200 at once, or ``failures`` 503s first (retry workload).
 
@@ -148,6 +160,6 @@ class CannedResponder:
                 self.check(request)
         if self.not_found and self._missing is not None:
             return self._missing
-        if self.failures and request.context["retries"]["attempt"] <= self.failures:
+        if self.failures and _attempt_number(request) <= self.failures:
             return self.unavailable
         return self.ok

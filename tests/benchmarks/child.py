@@ -387,7 +387,8 @@ class _Bench:
         else:  # older botocore: evobs follows the attempt in progress on this thread
             from evobs._handlers import _CURRENT_ATTEMPT
 
-            attempt = _CURRENT_ATTEMPT.get()
+            current = _CURRENT_ATTEMPT.get()
+            attempt = current[1] if current is not None else None
         self.order_ok = attempt is not None and attempt.sent_ns is not None
 
     def run(self, rounds: int) -> None:

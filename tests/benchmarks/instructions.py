@@ -197,6 +197,12 @@ def counted(
             return None, proc.stdout, str(exc)
 
 
+def _last_line(text: str) -> str:
+    """The error's last line, not valgrind's own ``==pid==`` summary after it."""
+    lines = [line for line in text.strip().splitlines() if not line.startswith("==")]
+    return lines[-1][:200] if lines else ""
+
+
 def _child_argv(spec: dict[str, Any]) -> list[str]:
     return [sys.executable, "-m", "tests.benchmarks.child", json.dumps(spec)]
 
@@ -352,7 +358,7 @@ def run_per_call(
         for (i1, r1, e1), (i2, r2, e2) in zip(done[(key, n1)], done[(key, n2)], strict=True):
             row = rows[key]
             if i1 is None or i2 is None or r1 is None or r2 is None:
-                error = (e1 or e2).strip().splitlines()[-1][:200] if (e1 or e2) else "failed"
+                error = _last_line(e1 or e2) or "failed"
                 if error not in row.problems:
                     row.problems.append(error)
                 continue
@@ -419,7 +425,7 @@ def run_cold(
                 if line.startswith(MODULES_PREFIX)
             ]
             if instructions is None or not modules:
-                cold.problems.append((error or "no module list").strip().splitlines()[-1][:200])
+                cold.problems.append(_last_line(error) or "no module list")
                 line = f"ERROR {cold.problems[-1]}"
             else:
                 cold.instructions.append(instructions)
