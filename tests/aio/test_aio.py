@@ -112,3 +112,28 @@ def test_cancelled_call_leaves_nothing_open(aio_instrumented, aio_session, moto_
 def test_extract_context_is_importable():
     """The consumer helper is part of the public API in this environment too."""
     assert "extract_context" in evobs.__all__
+
+
+def test_process_wide_mode_reaches_aiobotocore_sessions(moto_url, recorder, registry):
+    """``instrument_all()`` instruments an aiobotocore session made after it (``AioSession``
+    runs botocore's ``Session.__init__``): its calls are spans; after ``uninstrument_all()``
+    a new session's calls are not."""
+    from aiobotocore.session import get_session
+
+    async def list_queues() -> None:
+        session = get_session()
+        session.set_credentials("testing", "testing")
+        async with session.create_client(
+            "sqs", region_name="us-east-1", endpoint_url=moto_url
+        ) as sqs:
+            await sqs.list_queues()
+
+    evobs.instrument_all(tracer_provider=recorder.provider, registry=registry)
+    try:
+        asyncio.run(list_queues())
+    finally:
+        evobs.uninstrument_all()
+    asyncio.run(list_queues())
+    assert [s.name for s in recorder.spans] == ["SQS.ListQueues"]
+    assert recorder.spans[0].kind is SpanKind.CLIENT
+    assert _errors(registry) == 0
