@@ -61,7 +61,6 @@ __all__ = [
     "exception_event",
     "exception_message",
     "exception_type",
-    "has_sensitive_input",
     "mask",
     "masks_for",
     "redact_text",
@@ -72,7 +71,6 @@ __all__ = [
     "s3_keys",
     "safe_error_code",
     "scrub_credentials",
-    "sensitive_values",
 ]
 
 #: Replaces a member the model marks ``sensitive``, and credentials.
@@ -241,14 +239,6 @@ def _plan(model: Any, output: bool = False) -> _Node:
                 _PLANS.clear()
             _PLANS[key] = plan
     return plan
-
-
-def has_sensitive_input(model: Any) -> bool:
-    """Whether any member of the operation's input is sensitive (cheap after the first call)."""
-    try:
-        return _plan(model).dirty
-    except Exception:
-        return True
 
 
 # -- rendering params -----------------------------------------------------------------
@@ -523,19 +513,6 @@ def _collect(node: _Node, value: Any, out: list[str], depth: int) -> None:
             _collect(node.item, v, out, depth + 1)
     else:
         _leaves(value, out, depth)  # wrong type for a dirty shape: treat all of it as secret
-
-
-def sensitive_values(model: Any, params: Any) -> tuple[str, ...]:
-    """The values of the call's sensitive params (and their base64 for bytes), bounded."""
-    try:
-        plan = _plan(model)
-        if not plan.dirty or not params:
-            return ()
-        out: list[str] = []
-        _collect(plan, params, out, 0)
-        return tuple(out)
-    except Exception:
-        return ()
 
 
 def _key_strings(value: Any, out: list[str], depth: int) -> None:
@@ -813,23 +790,22 @@ def masks_for(
     read is skipped."""
     secrets: list[str] = []
     named: list[str] = []
+    if call is not None and signer is None:
+        signer = call.signer
     try:
         if not capture_s3_keys:
             named.extend(keys)
-        if call is not None:
-            params = call.params
-            if params:
-                plan = _plan(call.op.model)  # once: which of the two below apply
-                if plan.dirty:
-                    secrets.extend(sensitive_values(call.op.model, params))
-                if plan.keyed and not capture_s3_keys:
-                    named.extend(s3_keys(call.op.model, params))
-            if signer is None:
-                signer = call.signer
-        if signer is not None:
-            secrets.extend(credential_forms(signing_credentials(signer)))
+        params = None if call is None else call.params
+        if call is not None and params:
+            plan = _plan(call.op.model)
+            if plan.dirty:  # the values of sensitive params (and base64 of bytes)
+                _collect(plan, params, secrets, 0)
+            if plan.keyed and not capture_s3_keys:
+                _collect_keys(plan, params, named, 0)
     except Exception:
-        pass
+        pass  # params the plan cannot walk: the credentials below are masked all the same
+    if signer is not None:  # never raises: what cannot be read is empty
+        secrets.extend(credential_forms(signing_credentials(signer)))
     if not secrets and not named:
         return _NO_MASKS
     # The same client, operation and keys give the same masks: one object (and its

@@ -65,6 +65,7 @@ def test_sdk_multi_span_processor_span_processors() -> None:
     provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
     after = otel_sdk.span_processors(multi)
     assert before == () and isinstance(after, tuple) and len(after) == 1
+    assert otel_sdk.current_span_processors(multi) is after  # the per-span check's read
 
 
 @needs_proven_sdk

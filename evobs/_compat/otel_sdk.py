@@ -12,6 +12,7 @@ present with the shape it expects. Anything else takes the public API.
 from __future__ import annotations
 
 import inspect
+import operator
 import os
 import sys
 from collections import deque
@@ -31,6 +32,7 @@ __all__ = [
     "SPAN_PROCESSORS_ATTR",
     "TracerParts",
     "batch_queue",
+    "current_span_processors",
     "default_sampler_mode",
     "fast_spans_proven",
     "noop_ending_hooks",
@@ -172,6 +174,12 @@ def tracer_parts(tracer: Any) -> TracerParts | None:
 
 #: Where a ``SynchronousMultiSpanProcessor`` keeps its processors.
 SPAN_PROCESSORS_ATTR: Final = "_span_processors"
+
+
+#: The same read, unchecked, for the per-span "did the processors change?" test (one C
+#: call: the caller compares the result by identity); raises AttributeError where the
+#: attribute is gone, which fails the fast path over to the public API.
+current_span_processors: Final[Callable[[Any], Any]] = operator.attrgetter(SPAN_PROCESSORS_ATTR)
 
 
 def span_processors(multi: Any) -> tuple[Any, ...] | None:

@@ -157,7 +157,7 @@ class SdkPipeline:
     def _begin(self, span: SdkSpan, context: Context | None) -> SdkSpan:
         """Hands a new span to the processors (as they are now: see ``_refresh``)."""
         multi = self._multi
-        if multi is not None and getattr(multi, _PROCESSORS, None) is not self._processors:
+        if multi is not None and _processors_of(multi) is not self._processors:
             self._refresh()
         self._on_start(span, parent_context=context)
         return span
@@ -306,7 +306,7 @@ class SdkPipeline:
                     max_value_len=limits.max_span_attribute_length,
                 )
             multi = self._multi
-            if multi is not None and getattr(multi, _PROCESSORS, None) is not self._processors:
+            if multi is not None and _processors_of(multi) is not self._processors:
                 self._refresh()
             on_ending, on_end = self._on_ending, self._on_end
         except Exception as exc:
@@ -510,6 +510,5 @@ def _ignore(exc: BaseException) -> None:
 
 
 _ALWAYS_ON: Final = otel_sdk.ALWAYS_ON
-#: The multi processor's tuple of processors, compared by identity on every span (the
-#: read itself is ``otel_sdk.span_processors``; this is its name, for the fast check).
-_PROCESSORS: Final = otel_sdk.SPAN_PROCESSORS_ATTR
+#: The multi processor's tuple of processors, compared by identity on every span.
+_processors_of: Final = otel_sdk.current_span_processors

@@ -339,11 +339,12 @@ class TracesSignal(SignalBase):
                 key = (error_type, attempt.error_message or "")
                 status = statuses.get(key) if raised is None else None
                 if status is None:
-                    if masks is None:  # once per call, only if a failure is rendered
-                        masks = masks_for(call, capture_s3_keys=self._options.capture_s3_keys)
                     message = attempt.error_message
                     if message is None:
                         message = "" if raised is None else exception_message(raised)
+                    if masks is None and (message or raised is not None):
+                        # Once per call, and only if there is text to show.
+                        masks = masks_for(call, capture_s3_keys=self._options.capture_s3_keys)
                     event, description = exception_event(
                         raised, call, code=error_type, message=message, masks=masks
                     )

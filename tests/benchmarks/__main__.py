@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from . import instructions
 from .child import (
+    LABELS,
     LOG_VARIANTS,
     METRIC_VARIANTS,
     OTHER_TRACER_VARIANTS,
@@ -48,17 +49,9 @@ SIZES: Final = {
 }
 SOAK: Final = ((20_000, 200_000), (300, 1_500))
 
-#: Variants the CPU mode runs unless ``--variants`` names others.
-CPU_VARIANTS: Final = (
-    "baseline",
-    "evobs-core",
-    "evobs-traces",
-    "evobs-metrics",
-    "evobs-logs",
-    "evobs-all",
-    "peer",
-    "floor",
-)
+#: Variants the CPU mode runs unless ``--variants`` names others: all but the public-API
+#: span switch and the X-Ray SDK, which only the instruction counts report.
+CPU_VARIANTS: Final = tuple(v for v in VARIANTS if v not in ("evobs-all-api", "xray"))
 MODES: Final = ("instructions", "cpu")
 
 #: CPU time, the second opinion: (workload, variant, ceiling of overhead / peer
@@ -71,19 +64,6 @@ TARGETS: Final = (
 #: Soak: memory counts as flat if it grows by at most this much from the first checkpoint.
 SOAK_RSS_MB: Final = 2.0
 SOAK_OBJECTS: Final = 2_000
-
-LABELS: Final = {
-    "baseline": "boto3 alone",
-    "evobs-core": "evobs handlers, no signal",
-    "evobs-traces": "evobs traces only",
-    "evobs-metrics": "evobs metrics only",
-    "evobs-logs": "evobs logs only",
-    "evobs-all": "evobs traces+metrics+logs",
-    "evobs-all-api": "evobs traces+metrics+logs, public-API spans (EVOBS_FAST_SPANS=0)",
-    "peer": "opentelemetry-instrumentation-botocore",
-    "floor": "bare SDK start_span",
-    "xray": "AWS X-Ray SDK (informational)",
-}
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,20 @@ VARIANTS: Final = (
     "floor",
     "xray",
 )
+#: Each variant's (and cold-start setup's) row name in the reports.
+LABELS: Final = {
+    "baseline": "boto3 alone",
+    "sdk": "boto3 + SDK TracerProvider, no instrumentation",
+    "evobs-core": "evobs handlers, no signal",
+    "evobs-traces": "evobs traces only",
+    "evobs-metrics": "evobs metrics only",
+    "evobs-logs": "evobs logs only",
+    "evobs-all": "evobs traces+metrics+logs",
+    "evobs-all-api": "evobs traces+metrics+logs, public-API spans (EVOBS_FAST_SPANS=0)",
+    "peer": "opentelemetry-instrumentation-botocore",
+    "floor": "bare SDK start_span",
+    "xray": "AWS X-Ray SDK (informational)",
+}
 WORKLOADS: Final = ("canned", "retry", "loopback")
 _PROOF_CALLS: Final = 30
 

@@ -24,7 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from .child import LOG_VARIANTS, METRIC_VARIANTS, RESULT_PREFIX, SPAN_VARIANTS
+from .child import (
+    LABELS,
+    LOG_VARIANTS,
+    METRIC_VARIANTS,
+    RESULT_PREFIX,
+    SPAN_VARIANTS,
+)
+from .child import VARIANTS as ALL_VARIANTS
 from .cold import MODULES_PREFIX
 from .cold import VARIANTS as COLD_VARIANTS
 
@@ -32,17 +39,8 @@ ROOT: Final = Path(__file__).resolve().parents[2]
 COLD_SCRIPT: Final = Path(__file__).resolve().with_name("cold.py")
 
 WORKLOADS: Final = ("canned", "retry")
-VARIANTS: Final = (
-    "baseline",
-    "evobs-core",
-    "evobs-traces",
-    "evobs-metrics",
-    "evobs-logs",
-    "evobs-all",
-    "evobs-all-api",
-    "peer",
-    "xray",
-)
+#: Every variant but the CPU mode's bare-``start_span`` reference.
+VARIANTS: Final = tuple(v for v in ALL_VARIANTS if v != "floor")
 #: Per workload: (warm-up calls, N1, N2), full and --quick; multiples of the three
 #: operations of one round. Two runs of one variant differ by up to ~0.7 M instructions
 #: in all (pymalloc's arena bookkeeping shifts with the few allocations that depend on
@@ -64,18 +62,6 @@ TARGETS: Final = (
 #: Cold start goals: (setup, ceiling of its instructions / boto3 alone's).
 COLD_GOALS: Final = (("evobs-all", 1.10), ("evobs-traces", 1.05))
 
-LABELS: Final = {
-    "baseline": "boto3 alone",
-    "sdk": "boto3 + SDK TracerProvider, no instrumentation",
-    "evobs-core": "evobs handlers, no signal",
-    "evobs-traces": "evobs traces only",
-    "evobs-metrics": "evobs metrics only",
-    "evobs-logs": "evobs logs only",
-    "evobs-all": "evobs traces+metrics+logs",
-    "evobs-all-api": "evobs traces+metrics+logs, public-API spans (EVOBS_FAST_SPANS=0)",
-    "peer": "opentelemetry-instrumentation-botocore",
-    "xray": "AWS X-Ray SDK (informational)",
-}
 #: Under a counter a call takes ~50x as long, so evobs's retry-log limiter (1/s per
 #: operation) would let through ~50x the share of retry events it does at full speed,
 #: and how many would depend on the machine's load. Natively a 503-503-200 storm
