@@ -3,8 +3,6 @@ the fault proxy, rendered as GenAI spans and metrics, in the demo's summary."""
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
 import pytest
@@ -19,6 +17,7 @@ from evobs.demo.faults import FaultServer
 from .conftest import SpanRecorder
 from .faults_util import attrs, zero_backoff
 from .genai_util import MODELS, client_at
+from .workload_util import run_workload_until
 
 MESSAGES = [{"role": "user", "content": [{"text": "Summarise order 42"}]}]
 
@@ -122,22 +121,12 @@ _OPERATIONS = (
 )
 
 
-def _run_until_seen(workload: Any, collector: Any, deadline_s: float = 60.0) -> None:
+def _run_until_seen(workload: Any, collector: Any) -> None:
     """Run the workload until every Bedrock operation was called and a throttle was
-    injected (polling with a deadline), then stop it."""
-    stop = threading.Event()
-    runner = threading.Thread(target=workload.run, args=(None, stop), daemon=True)
-    runner.start()
-    deadline = time.monotonic() + deadline_s
+    injected."""
 
     def seen() -> bool:
         called = {s.operation for s in collector.by_operation() if s.service == "Bedrock Runtime"}
         return called >= set(_OPERATIONS) and workload.assistant.chaos.injected["throttle"] > 0
 
-    try:
-        while time.monotonic() < deadline and runner.is_alive() and not seen():
-            time.sleep(0.05)
-    finally:
-        stop.set()
-        runner.join(timeout=30)
-    assert not runner.is_alive()
+    run_workload_until(workload, seen)

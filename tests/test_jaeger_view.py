@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -36,6 +34,7 @@ from .jaeger_model import (
     dependency_links,
     jaeger_receiver,
 )
+from .workload_util import run_workload_until
 
 SERVICE = "orders-api"
 _MIB = 1024 * 1024
@@ -376,23 +375,20 @@ def test_part_spans_carry_their_part_number(
 _WANTED = ("order with a throttled retry", "order followed through the queue", "multipart upload")
 
 
-def _run_until_seen(workload: Any, collector: Any, deadline_s: float = 60.0) -> None:
+#: Units (each a request trace) to run at least: the test reads more than 20 traces.
+_MIN_UNITS = 30
+
+
+def _run_until_seen(workload: Any, collector: Any) -> None:
     """Run the workload until the traces the test reads exist (a throttled order, one
-    followed through the queue, the upload), polling with a deadline; then stop it."""
-    stop = threading.Event()
-    runner = threading.Thread(target=workload.run, args=(None, stop), daemon=True)
-    runner.start()
-    deadline = time.monotonic() + deadline_s
-    try:
-        while time.monotonic() < deadline and runner.is_alive():
-            seen = " ".join(label for label, _ in collector.worth_opening())
-            if all(wanted in seen for wanted in _WANTED):
-                break
-            time.sleep(0.05)
-    finally:
-        stop.set()
-        runner.join(timeout=30)
-    assert not runner.is_alive()
+    followed through the queue, the upload) and at least ``_MIN_UNITS`` units ran."""
+
+    def seen() -> bool:
+        labels = " ".join(label for label, _ in collector.worth_opening())
+        units = sum(workload.tally.steps.values())
+        return units >= _MIN_UNITS and all(wanted in labels for wanted in _WANTED)
+
+    run_workload_until(workload, seen)
 
 
 def test_demo_traces_are_request_shaped(
