@@ -3,10 +3,10 @@
 Every per-call handler is registered first on ``<event>.*.*`` (see ``_install``),
 catches its own exceptions, and returns None: returning a value from before-call,
 before-send or needs-retry would change the call. The call's result is recorded by
-the first after-call / after-call-error handler, and the call is ended by a second
-one registered last on the generic event name, which botocore runs after every
-handler on a more specific name: the user's own after-call handlers see the call
-span as current and recording (DESIGN 2).
+the first after-call / after-call-error handler; the call ends when the client's
+``_make_api_call`` returns or raises (its :class:`CallFrame` closes), after every
+handler of those events: the user's own after-call handlers see the call span as
+current and recording (DESIGN 2), and no handler of evobs's runs last on them.
 """
 
 from __future__ import annotations
@@ -113,9 +113,10 @@ class Fanout:
 
 class CallFrame:
     """The calls opened inside one ``_make_api_call`` of an instrumented client (whose
-    injected base class opens the frame), so that :meth:`close` can end whatever
-    botocore's events left open: the safety net of DESIGN 2. A transfer's carrier clone
-    also gives the context its calls run in (attached here, detached at close, LIFO).
+    injected base class opens the frame): :meth:`close` ends them once botocore is
+    done with them, whatever its events left open (the safety net of DESIGN 2). A
+    transfer's carrier clone also gives the context its calls run in (attached here,
+    detached at close, LIFO).
     Live frames are known by thread, so a forked child forgets the calls of threads it
     does not have."""
 
@@ -131,10 +132,8 @@ class CallFrame:
     def close(self, error: BaseException | None) -> None:
         try:
             _LIVE_FRAMES.pop(self, None)
-            for call in self.calls:
-                if not call.ended:  # rare: a path with no after-call event
-                    self.handlers.abandon(self.calls, error)
-                    break
+            if self.calls:
+                self.handlers.end_calls(self.calls, error)
         finally:
             _CALL_FRAME.reset(self.token)
             if self.parent_token is not None:
@@ -427,7 +426,7 @@ class Handlers:
         context: Any = None,
         **_: Any,
     ) -> None:
-        """Records the result (first of every after-call handler); ``call_done`` ends it."""
+        """Records the result (first of every after-call handler); the call frame ends it."""
         try:
             if context is None:
                 return
@@ -477,16 +476,6 @@ class Handlers:
         except Exception as exc:
             self.errors.record("after-call-error", exc)
 
-    def call_done(self, context: Any = None, **_: Any) -> None:
-        """Ends the call: registered last on the generic ``after-call`` and
-        ``after-call-error``, after the user's own handlers of those events."""
-        try:
-            call = context.get(CALL_KEY) if isinstance(context, dict) else None
-            if call is not None and not call.ended and call.end_ns is not None:
-                (call.owner or self)._end(call)
-        except Exception as exc:
-            self.errors.record("call-done", exc)
-
     def forget(self, call: Call) -> None:
         """Drop a call that will never end (its thread is gone: a forked child)."""
         call.ended = True
@@ -497,20 +486,24 @@ class Handlers:
 
     # -- the safety net -----------------------------------------------------------
 
-    def abandon(self, calls: list[Call], error: BaseException | None) -> None:
-        """Close what a ``_make_api_call`` left open (a path with no after-call event, or
-        a user's after-call handler that raised before ``call_done``)."""
+    def end_calls(self, calls: list[Call], error: BaseException | None) -> None:
+        """End the calls of a ``_make_api_call`` that returned or raised (``error``),
+        innermost first. A call with no result recorded (a path with no after-call
+        event) failed with ``error``; an error raised after the result was recorded (a
+        user's after-call handler) is the application's: the call keeps its result."""
         for call in reversed(calls):
             if call.ended:
                 continue
             try:
-                # An error raised after the result was recorded (a user's after-call
-                # handler) is the application's, not the AWS call's: the call keeps its result.
-                if call.exception is None and call.end_ns is None:
-                    call.exception = error
+                if call.end_ns is None:
+                    if call.exception is None:
+                        call.exception = error
+                    event = "abandoned-call"
+                else:
+                    event = "call-done"
                 (call.owner or self)._end(call)
             except Exception as exc:
-                self.errors.record("abandoned-call", exc)
+                self.errors.record(event, exc)
 
     # -- class creation -----------------------------------------------------------
 

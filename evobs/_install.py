@@ -1,9 +1,8 @@
 """instrument / uninstrument: registration on botocore's event system, and the handle.
 
 Only botocore's event system is used: the per-call handlers are registered first on
-``<event>.*.*``, the call's end last on the generic ``after-call`` /
-``after-call-error``, and the safety net (``_client``) is a base class added at
-creating-client-class, the documented way to extend generated clients. A client
+``<event>.*.*``, and the call's end and safety net (``_client``) is a base class added
+at creating-client-class, the documented way to extend generated clients. A client
 instrumented after its creation gets the same base class by a ``__class__`` swap
 that ``uninstrument`` undoes. Process-wide mode lives in ``_process``.
 """
@@ -57,8 +56,6 @@ _PER_CALL: Final = (
     ("after-call", "after_call"),
     ("after-call-error", "after_call_error"),
 )
-#: The generic events whose last handler ends the call (after the user's own).
-_CALL_DONE: Final = ("after-call", "after-call-error")
 _UID: Final = "evobs."
 
 #: Every instrumentation by the event emitter it registered on.
@@ -273,8 +270,6 @@ class Instrumentation:
         handlers = self.handlers
         for event, attr in _PER_CALL:
             emitter.register_first(f"{event}.*.*", getattr(handlers, attr), unique_id=_UID + event)
-        for event in _CALL_DONE:
-            emitter.register_last(event, handlers.call_done, unique_id=f"{_UID}{event}.done")
 
     def install_session(self, emitter: Any) -> None:
         emitter.register_first(
@@ -332,8 +327,6 @@ def _weak(obj: Any) -> Any:
 def _unregister(emitter: Any) -> None:
     for event, _ in _PER_CALL:
         emitter.unregister(f"{event}.*.*", unique_id=_UID + event)
-    for event in _CALL_DONE:
-        emitter.unregister(event, unique_id=f"{_UID}{event}.done")
     emitter.unregister("creating-client-class", unique_id=_UID + "creating-client-class")
     emitter.unregister("creating-resource-class", unique_id=_UID + "creating-resource-class")
 
