@@ -1,8 +1,8 @@
 """instrument / uninstrument: registration on botocore's event system, and the handle.
 
 Only botocore's event system is used: the per-call handlers are registered first on
-``<event>.*.*``, and the call's end and safety net (``_client``) is a base class added
-at creating-client-class, the documented way to extend generated clients. A client
+``<event>.*.*``, and the safety net that also ends each call (``_client``) is a base
+class added at creating-client-class, the documented way to extend generated clients. A client
 instrumented after its creation gets the same base class by a ``__class__`` swap
 that ``uninstrument`` undoes. Process-wide mode lives in ``_process``.
 """

@@ -73,7 +73,8 @@ def test_sdk_processor_on_ending() -> None:
     """Processors' ``_on_ending`` (OnEnding, experimental): the SDK's own are no-ops."""
     hook = otel_sdk.on_ending_hook(SimpleSpanProcessor(InMemorySpanExporter()))
     assert hook is not None
-    assert SimpleSpanProcessor._on_ending in otel_sdk.noop_ending_hooks()
+    assert SimpleSpanProcessor._on_ending in otel_sdk.noop_hooks("_on_ending")
+    assert SimpleSpanProcessor.on_start in otel_sdk.noop_hooks("on_start")
 
 
 def test_sdk_parent_based_delegates() -> None:

@@ -35,7 +35,7 @@ __all__ = [
     "current_span_processors",
     "default_sampler_mode",
     "fast_spans_proven",
-    "noop_ending_hooks",
+    "noop_hooks",
     "on_ending_hook",
     "span_processors",
     "tracer_parts",
@@ -196,8 +196,9 @@ def on_ending_hook(processor: Any) -> Callable[[Any], None] | None:
     return hook if callable(hook) else None
 
 
-def noop_ending_hooks() -> frozenset[Any]:
-    """The SDK's own processors' ``_on_ending``: empty hooks, not worth a call per span.
+def noop_hooks(name: str) -> frozenset[Any]:
+    """The SDK's own processors' ``name`` hook (``on_start``, ``_on_ending``) where it is
+    empty: not worth a call per span.
 
     Those of ``opentelemetry.sdk.trace.export`` only once something imported it: until
     then no processor of that module exists, and evobs does not import it for nothing."""
@@ -207,7 +208,7 @@ def noop_ending_hooks() -> frozenset[Any]:
     export = sys.modules.get("opentelemetry.sdk.trace.export")
     if export is not None:
         classes += [getattr(export, n, None) for n in ("SimpleSpanProcessor", "BatchSpanProcessor")]
-    return frozenset(h for c in classes if (h := getattr(c, "_on_ending", None)) is not None)
+    return frozenset(h for c in classes if (h := getattr(c, name, None)) is not None)
 
 
 #: ``default_sampler_mode`` answers: ask the sampler, it samples everything, or it

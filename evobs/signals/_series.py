@@ -73,6 +73,16 @@ class Writer:
             exemplars[index] = Exemplar(exemplar, amount, time.time())
 
     @staticmethod
+    def observe_each(series: HistogramSeries, amounts: Iterable[float]) -> None:
+        """Several observations of one series (a call's attempts), in one call."""
+        bounds, counts = series.bounds, series.counts
+        total = 0.0
+        for amount in amounts:
+            counts[bisect_left(bounds, amount)] += 1
+            total += amount
+        series.sum += total
+
+    @staticmethod
     def inc(series: ValueSeries, amount: float = 1) -> None:
         series.value += amount
 
@@ -102,6 +112,11 @@ class _PrometheusWriter:
     @staticmethod
     def observe(child: Any, amount: float, exemplar: dict[str, str] | None = None) -> None:
         child.observe(amount)
+
+    @staticmethod
+    def observe_each(child: Any, amounts: Iterable[float]) -> None:
+        for amount in amounts:
+            child.observe(amount)
 
     @staticmethod
     def inc(child: Any, amount: float = 1) -> None:

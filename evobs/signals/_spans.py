@@ -103,7 +103,7 @@ class SdkPipeline:
         is_random = getattr(ids, "is_trace_id_random", None)
         self._random_root = bool(is_random()) if callable(is_random) and _RANDOM else False
         processor = parts.span_processor
-        self._on_start = processor.on_start
+        self._on_start: Callable[..., None] | None = processor.on_start
         self._on_end = processor.on_end
         #: Where a span goes if this path fails while ending it: the tracer's processor.
         self._fallback_on_end = processor.on_end
@@ -159,7 +159,9 @@ class SdkPipeline:
         multi = self._multi
         if multi is not None and _processors_of(multi) is not self._processors:
             self._refresh()
-        self._on_start(span, parent_context=context)
+        on_start = self._on_start
+        if on_start is not None:
+            on_start(span, parent_context=context)
         return span
 
     def _refresh(self) -> None:
@@ -173,7 +175,8 @@ class SdkPipeline:
     def _dispatch(self, processors: tuple[Any, ...]) -> None:
         """Point ``_on_start``/``_on_ending``/``_on_end`` at the provider's processors as
         they are now (``add_span_processor`` replaces the tuple: checked per span). One
-        processor is called directly; no-op ``_on_ending`` hooks are not called."""
+        processor is called directly; the SDK's empty ``on_start``/``_on_ending`` hooks
+        are not called."""
         multi: Any = self._multi  # only called when there is one
         self._processors = processors
         if len(processors) == 1:
@@ -182,8 +185,9 @@ class SdkPipeline:
         else:
             self._on_start = multi.on_start
             self._on_end = multi.on_end
-        noop = otel_sdk.noop_ending_hooks()  # here, not at import: see its docstring
-        busy = [p for p in processors if getattr(type(p), "_on_ending", None) not in noop]
+        if not _busy(processors, "on_start"):
+            self._on_start = None
+        busy = _busy(processors, "_on_ending")
         self._on_ending = otel_sdk.on_ending_hook(multi) if busy else None
 
     @property
@@ -503,6 +507,13 @@ def exception_type(exception: BaseException) -> str:
     module = type(exception).__module__
     qualname = type(exception).__qualname__
     return f"{module}.{qualname}" if module not in (None, "builtins") else qualname
+
+
+def _busy(processors: tuple[Any, ...], hook: str) -> bool:
+    """Whether any of ``processors`` does something in ``hook`` (the SDK's own empty
+    hooks are known: ``otel_sdk.noop_hooks``, read here, not at import)."""
+    noop = otel_sdk.noop_hooks(hook)
+    return any(getattr(type(p), hook, None) not in noop for p in processors)
 
 
 def _ignore(exc: BaseException) -> None:

@@ -219,17 +219,21 @@ def _attempts(w: Writer, m: _Op, attempts: list[Attempt], retried: bool) -> None
         if attempt.sent_ns is not None:
             w.observe(signing, (attempt.sent_ns - attempt.start_ns) * _NS)
         return
-    previous: Attempt | None = None
-    for attempt in attempts:
-        if attempt.end_ns is not None:
-            w.observe(m.attempt_duration, (attempt.end_ns - attempt.start_ns) * _NS)
-        if attempt.sent_ns is not None:
-            w.observe(signing, (attempt.sent_ns - attempt.start_ns) * _NS)
-        if previous is not None:
-            w.inc(m.retries[previous.outcome])
-            if previous.end_ns is not None:
-                w.observe(m.svc.backoff, max(attempt.start_ns - previous.end_ns, 0) * _NS)
+    w.observe_each(
+        m.attempt_duration,
+        [(a.end_ns - a.start_ns) * _NS for a in attempts if a.end_ns is not None],
+    )
+    w.observe_each(
+        signing, [(a.sent_ns - a.start_ns) * _NS for a in attempts if a.sent_ns is not None]
+    )
+    backoff: list[float] = []
+    previous = attempts[0]
+    for attempt in attempts[1:]:
+        w.inc(m.retries[previous.outcome])
+        if previous.end_ns is not None:
+            backoff.append(max(attempt.start_ns - previous.end_ns, 0) * _NS)
         previous = attempt
+    w.observe_each(m.svc.backoff, backoff)
 
 
 def _error_types(errors: Counter) -> ErrorTypes:

@@ -208,7 +208,11 @@ class TracesSignal(SignalBase):
                 # A returned stream keeps the span open until it ends (``_genai``); the
                 # context is restored now all the same: the call has returned.
                 if call.stream is None or not follow_stream(span, call, self._errors):
-                    span.end(end_time=(call.end_ns or call.start_ns) + WALL_OFFSET_NS)
+                    end_time = (call.end_ns or call.start_ns) + WALL_OFFSET_NS
+                    if type(span) is SdkSpan:
+                        span.finish(end_time)  # what ``end`` does, one call less
+                    else:
+                        span.end(end_time=end_time)
             finally:
                 otel_context.detach(opened.token)
 
@@ -354,7 +358,10 @@ class TracesSignal(SignalBase):
                     else:  # a reset connection, a timeout: the exception, as it was raised
                         _add_event(child, "exception", event, end_time)
                 child.set_status(status)
-            child.end(end_time=end_time)
+            if type(child) is SdkSpan:
+                child.finish(end_time)  # what ``end`` does, one call less per attempt
+            else:
+                child.end(end_time=end_time)
 
 
 def _set_attributes(span: Any, attributes: dict[str, Any]) -> None:
