@@ -617,7 +617,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "else callgrind)",
     )
     parser.add_argument(
-        "--repeat", type=int, default=1, help="count every (N1, N2) pair this many times"
+        "--repeat",
+        type=int,
+        default=None,
+        help="count every (N1, N2) pair this many times, the k-th at PYTHONHASHSEED=k "
+        f"(default: the rows targets are judged on at {instructions.TARGET_SEEDS} seeds, "
+        "the others at one; cold start at as many)",
     )
     parser.add_argument(
         "--jobs",
@@ -685,8 +690,11 @@ def run_instructions(args: argparse.Namespace) -> tuple[list[str], dict[str, Any
         args.jobs,
         _progress_line,
     )
-    # Each cold start is one process: counted twice (at least) to show it repeats.
-    cold_repeat = args.repeat if args.quick else max(2, args.repeat)
+    # Each cold start is one process, counted at several hash seeds (its goals are judged).
+    if args.repeat is not None:
+        cold_repeat = args.repeat
+    else:
+        cold_repeat = 1 if args.quick else instructions.TARGET_SEEDS
     cold = instructions.run_cold(counter, cold_setups, cold_repeat, args.jobs, _progress_line)
     lines = instructions.report_lines(
         counter, rows, cold, args.quick, args.repeat, args.ins_workloads
