@@ -41,6 +41,7 @@ __all__ = [
     "Outputs",
     "install",
     "instrument",
+    "release_import_hook",
     "resolve_target",
     "uninstrument",
     "validate_providers",
@@ -175,11 +176,13 @@ def _build_signals(
 
 
 def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
+    """The registry given, else prometheus_client's global one: its stand-in until
+    prometheus_client is imported (``_deferred_registry``)."""
     if registry is not None:
         return registry
-    from prometheus_client import REGISTRY
+    from ._deferred_registry import global_registry
 
-    return REGISTRY
+    return global_registry()
 
 
 # -- the handle ------------------------------------------------------------------
@@ -241,6 +244,8 @@ class Instrumentation:
 
     @property
     def registry(self) -> CollectorRegistry:
+        if self.outputs.registry is None:
+            import prometheus_client  # noqa: F401  # REGISTRY itself, evobs's families on it
         return _registry(self.outputs.registry)
 
     @property
@@ -266,6 +271,7 @@ class Instrumentation:
                 if type(target).__bases__[1:2] == (original,):
                     target.__class__ = original
                 self._client_class = None
+            release_import_hook()
 
     # -- registration -------------------------------------------------------------
 
@@ -320,6 +326,20 @@ class Instrumentation:
             _note_peer_instrumentation()
         except Exception as exc:
             self.handlers.errors.record("creating-client-class", exc)
+
+
+def release_import_hook() -> None:
+    """Take evobs's post-import hook for prometheus_client (``_deferred_registry``) out of
+    ``sys.meta_path`` once no instrumentation is left to need it (the caller holds LOCK)."""
+    deferred = sys.modules.get("evobs._deferred_registry")
+    if deferred is None or not deferred.hook_installed():
+        return
+    process = sys.modules.get("evobs._process")
+    if process is not None and process.current() is not None:
+        return
+    if any(inst.enabled for inst in list(INSTALLED.values())):
+        return
+    deferred.remove_hook()
 
 
 def _weak(obj: Any) -> Any:

@@ -37,6 +37,12 @@ NEVER = (
     "opentelemetry.exporter",
     "opentelemetry.sdk.trace.export",
     "opentelemetry.propagate",
+    # prometheus_client (its HTTP server, wsgiref): with no registry passed, evobs's
+    # families wait for it to be imported (``evobs._deferred_registry``).
+    "prometheus_client",
+    "http.server",
+    "socketserver",
+    "wsgiref",
 )
 #: What only the traces signal needs (the OpenTelemetry SDK: none of evobs's other parts).
 TRACES = (
@@ -53,8 +59,8 @@ METRICS = (
     "evobs.signals._labels",
     "evobs._compat.prometheus",
 )
-#: What neither the metrics signal nor a registry passed in needs: prometheus_client
-#: brings its HTTP server (``http.server``, ``socketserver``) and ``wsgiref``.
+#: What neither the metrics signal nor a registry passed in needs (prometheus_client
+#: itself is not loaded by the metrics signal either: see NEVER).
 PROMETHEUS = (
     "prometheus_client",
     "http.server",
@@ -62,6 +68,7 @@ PROMETHEUS = (
     "wsgiref",
     "evobs._selfmetrics",
     "evobs._registry",
+    "evobs._deferred_registry",
 )
 LOGS = ("evobs.signals.logs",)
 
@@ -159,7 +166,7 @@ for owner, names in (
         module, redact = sys.modules[owner], sys.modules["evobs._redact"]
         rebound[owner] = all(getattr(module, n) is getattr(redact, n) for n in names)
 errors = None
-if "prometheus_client" in sys.modules:
+if "metrics" in signals:  # a scrape: importing prometheus_client registers evobs's families
     from prometheus_client import REGISTRY
 
     errors = REGISTRY.get_sample_value(
