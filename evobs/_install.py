@@ -25,8 +25,6 @@ from ._fork import ForkSafeLock
 from ._handlers import Fanout, Handlers
 from ._log import HandlerErrors, get_logger
 from ._options import Options
-from ._propagation import request_header_writer
-from ._transfer import TRANSFER_METHODS, wrap_transfer_methods
 
 if TYPE_CHECKING:
     from opentelemetry import metrics
@@ -107,7 +105,11 @@ class Outputs:
         )
         self.fanout = Fanout(self.signals)
         traces_on = any(getattr(s, "name", None) == "traces" for s in self.signals)
-        self.request_header = request_header_writer() if traces_on and options.xray_header else None
+        self.request_header = None
+        if traces_on and options.xray_header:
+            from ._propagation import request_header_writer  # messaging and X-Ray only
+
+            self.request_header = request_header_writer()
 
     def same(
         self, options: Options, tracer_provider: Any, registry: Any, meter_provider: Any = None
@@ -301,6 +303,8 @@ class Instrumentation:
         base = base_class_for(original.__mro__)
         attributes: dict[str, Any] = {"_evobs": self, "_evobs_class_ns": 0}
         if hasattr(original, "upload_file"):
+            from ._transfer import TRANSFER_METHODS, wrap_transfer_methods  # S3's only
+
             attributes.update(
                 (n, getattr(original, n)) for n in TRANSFER_METHODS if hasattr(original, n)
             )
@@ -322,6 +326,8 @@ class Instrumentation:
             if "upload_file" in class_attributes:
                 # boto3 (on creating-client-class.s3, which runs before this generic
                 # handler) has injected its managed-transfer methods: give them a span.
+                from ._transfer import wrap_transfer_methods
+
                 wrap_transfer_methods(class_attributes)
             _note_peer_instrumentation()
         except Exception as exc:

@@ -43,6 +43,13 @@ NEVER = (
     "http.server",
     "socketserver",
     "wsgiref",
+    # GenAI beyond the metric names: loaded by the first Bedrock Runtime call.
+    "evobs.signals._genai_spans",
+    "evobs.services.bedrock_runtime",
+    "evobs.genai.model",
+    "evobs.genai.runtime",
+    "evobs.genai.stream",
+    "evobs.genai.capture",
 )
 #: What only the traces signal needs (the OpenTelemetry SDK: none of evobs's other parts).
 TRACES = (
@@ -58,6 +65,8 @@ METRICS = (
     "evobs.signals._series",
     "evobs.signals._labels",
     "evobs._compat.prometheus",
+    "evobs.signals._genai_metrics",
+    "evobs.genai",
 )
 #: What neither the metrics signal nor a registry passed in needs (prometheus_client
 #: itself is not loaded by the metrics signal either: see NEVER).

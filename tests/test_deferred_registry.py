@@ -29,6 +29,14 @@ from botocore.config import Config
 import evobs
 
 HEAVY = ("prometheus_client", "http.server", "socketserver", "wsgiref")
+GENAI = (
+    "evobs.signals._genai_spans",
+    "evobs.services.bedrock_runtime",
+    "evobs.genai.model",
+    "evobs.genai.runtime",
+    "evobs.genai.stream",
+    "evobs.genai.capture",
+)
 
 
 def loaded(names):
@@ -98,17 +106,19 @@ def _run(body: str, tmp_path: Path, **env: str) -> dict[str, Any]:
 
 def test_instrument_and_client_leave_prometheus_client_unimported(tmp_path: Path) -> None:
     """Every signal on, an S3 client created and a call made: prometheus_client (and its
-    HTTP server, wsgiref) is not imported; the hook waits in ``sys.meta_path``."""
+    HTTP server, wsgiref) is not imported, nor any GenAI module beyond the metric names;
+    the hook waits in ``sys.meta_path``."""
     report = _run(
         r"""
 evobs.instrument(session, signals=("traces", "metrics", "logs"))
 error = failing_call(session)
-report(heavy=loaded(HEAVY), hooked=hooked(), error=error)
+report(heavy=loaded(HEAVY), genai=loaded(GENAI), hooked=hooked(), error=error)
 """,
         tmp_path,
     )
     assert report["error"] == "EndpointConnectionError"
     assert report["heavy"] == []
+    assert report["genai"] == []
     assert report["hooked"] == ["evobs._deferred_registry"]
 
 
