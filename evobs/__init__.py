@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 from ._call import Attempt, Call
 from ._install import Instrumentation, instrument, uninstrument
-from ._propagation import extract_context
 from ._version import __version__
 from .signals import ClientCreated, ResourceCreated, Signal
 
 if TYPE_CHECKING:
     from ._configure import Telemetry, configure
     from ._process import ProcessInstrumentation, instrument_all, uninstrument_all
+    from ._propagation import extract_context
     from .signals.metrics import start_metrics_server
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
 # Loaded on first use: a Lambda cold start pays only for what it touches.
 _LAZY = {
     "configure": ("evobs._configure", "configure"),
+    "extract_context": ("evobs._propagation", "extract_context"),
     "Telemetry": ("evobs._configure", "Telemetry"),
     "start_metrics_server": ("evobs.signals.metrics", "start_metrics_server"),
     "instrument_all": ("evobs._process", "instrument_all"),

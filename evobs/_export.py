@@ -234,7 +234,7 @@ def build_tracer_provider(
         _env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", DEFAULT_EXPORT_BATCH_SIZE), queue_size
     )
     delay = _env_int("OTEL_BSP_SCHEDULE_DELAY", DEFAULT_SCHEDULE_DELAY_MS)
-    counter = _selfmetrics.spans_dropped(registry)
+    counter = _selfmetrics.Counting(_selfmetrics.spans_dropped(registry))
     batch = BatchSpanProcessor(
         CountingExporter(exporter, counter),  # type: ignore[arg-type]
         max_queue_size=queue_size,

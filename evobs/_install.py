@@ -24,8 +24,6 @@ from ._fork import ForkSafeLock
 from ._handlers import Fanout, Handlers
 from ._log import HandlerErrors, get_logger
 from ._options import Options
-from ._propagation import request_header_writer
-from ._transfer import TRANSFER_METHODS, wrap_transfer_methods
 
 if TYPE_CHECKING:
     from opentelemetry import metrics
@@ -40,6 +38,7 @@ __all__ = [
     "Outputs",
     "install",
     "instrument",
+    "release_import_hook",
     "resolve_target",
     "uninstrument",
     "validate_providers",
@@ -103,7 +102,11 @@ class Outputs:
         )
         self.fanout = Fanout(self.signals)
         traces_on = any(getattr(s, "name", None) == "traces" for s in self.signals)
-        self.request_header = request_header_writer() if traces_on and options.xray_header else None
+        self.request_header = None
+        if traces_on and options.xray_header:
+            from ._propagation import request_header_writer  # messaging and X-Ray only
+
+            self.request_header = request_header_writer()
 
     def same(
         self, options: Options, tracer_provider: Any, registry: Any, meter_provider: Any = None
@@ -172,11 +175,13 @@ def _build_signals(
 
 
 def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
+    """The registry given, else prometheus_client's global one: its stand-in until
+    prometheus_client is imported (``_deferred_registry``)."""
     if registry is not None:
         return registry
-    from prometheus_client import REGISTRY
+    from ._deferred_registry import global_registry
 
-    return REGISTRY
+    return global_registry()
 
 
 # -- the handle ------------------------------------------------------------------
@@ -238,6 +243,8 @@ class Instrumentation:
 
     @property
     def registry(self) -> CollectorRegistry:
+        if self.outputs.registry is None:
+            import prometheus_client  # noqa: F401  # REGISTRY itself, evobs's families on it
         return _registry(self.outputs.registry)
 
     @property
@@ -263,6 +270,7 @@ class Instrumentation:
                 if type(target).__bases__[1:2] == (original,):
                     target.__class__ = original
                 self._client_class = None
+            release_import_hook()
 
     # -- registration -------------------------------------------------------------
 
@@ -290,6 +298,8 @@ class Instrumentation:
         base = base_class_for(original.__mro__)
         attributes: dict[str, Any] = {"_evobs": self, "_evobs_class_ns": 0}
         if hasattr(original, "upload_file"):
+            from ._transfer import TRANSFER_METHODS, wrap_transfer_methods  # S3's only
+
             attributes.update(
                 (n, getattr(original, n)) for n in TRANSFER_METHODS if hasattr(original, n)
             )
@@ -311,10 +321,26 @@ class Instrumentation:
             if "upload_file" in class_attributes:
                 # boto3 (on creating-client-class.s3, which runs before this generic
                 # handler) has injected its managed-transfer methods: give them a span.
+                from ._transfer import wrap_transfer_methods
+
                 wrap_transfer_methods(class_attributes)
             _note_peer_instrumentation()
         except Exception as exc:
             self.handlers.errors.record("creating-client-class", exc)
+
+
+def release_import_hook() -> None:
+    """Take evobs's post-import hook for prometheus_client (``_deferred_registry``) out of
+    ``sys.meta_path`` once no instrumentation is left to need it (the caller holds LOCK)."""
+    deferred = sys.modules.get("evobs._deferred_registry")
+    if deferred is None or not deferred.hook_installed():
+        return
+    process = sys.modules.get("evobs._process")
+    if process is not None and process.current() is not None:
+        return
+    if any(inst.enabled for inst in list(INSTALLED.values())):
+        return
+    deferred.remove_hook()
 
 
 def _weak(obj: Any) -> Any:

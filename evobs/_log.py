@@ -11,15 +11,17 @@ import logging
 from typing import TYPE_CHECKING, Any, Final
 
 from ._fork import ForkSafeLock
-from ._lazy import lazy_module
+from ._lazy import lazy_module, lazy_names
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from . import _selfmetrics
+    from .signals._series import count
 else:
     # Needed at the first failure, or now if the metrics signal is on (see HandlerErrors).
     _selfmetrics = lazy_module(globals(), "evobs._selfmetrics", "_selfmetrics")
+    (count,) = lazy_names(globals(), "evobs.signals._series", "count")
 
 __all__ = ["STDLIB_LOGGER", "EventDict", "HandlerErrors", "get_logger"]
 
@@ -116,7 +118,7 @@ class HandlerErrors:
                     if self._counter is None:
                         self._counter = _selfmetrics.handler_errors(self._registry)
                     child = self._children[event] = self._counter.labels(event=event)
-            child.inc()
+            count(child)
             key = (event, type(exc))
             if key in self._seen:
                 return

@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING, Any
 from botocore.session import Session as BotocoreSession
 
 from ._env import truthy
-from ._install import INSTALLED, LOCK, Instrumentation, Outputs, install, validate_providers
+from ._install import (
+    INSTALLED,
+    LOCK,
+    Instrumentation,
+    Outputs,
+    install,
+    release_import_hook,
+    validate_providers,
+)
 from ._options import Options
 
 if TYPE_CHECKING:
@@ -72,6 +80,11 @@ class ProcessInstrumentation:
 
 
 _CURRENT: list[ProcessInstrumentation | None] = [None]
+
+
+def current() -> ProcessInstrumentation | None:
+    """The process-wide instrumentation in force, if any."""
+    return _CURRENT[0]
 
 
 def _instrumenting_init(original: Callable[..., None]) -> Callable[..., None]:
@@ -137,10 +150,10 @@ def uninstrument_all() -> None:
             # Restore what was there before evobs (it does nothing with _CURRENT unset,
             # should something else have wrapped it since).
             BotocoreSession.__init__ = init.__wrapped__
-        if current is None:
-            return
-        for inst in list(current._sessions):
-            inst.uninstrument()
+        if current is not None:
+            for inst in list(current._sessions):
+                inst.uninstrument()
+        release_import_hook()
 
 
 def _boto3_default_session() -> Any:

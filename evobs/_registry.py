@@ -16,7 +16,7 @@ from ._fork import ForkSafeLock
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-__all__ = ["MetricConflictError", "family"]
+__all__ = ["MetricConflictError", "alias", "family"]
 
 M = TypeVar("M")
 
@@ -64,3 +64,16 @@ def family(
             ) from None
         per_registry[name] = metric
         return metric
+
+
+def alias(old: Any, new: CollectorRegistry) -> None:
+    """From now on ``new`` has the families of ``old`` (the pending stand-in of
+    ``REGISTRY``, ``_deferred_registry``), the same objects under both keys."""
+    with _LOCK:
+        families = _FAMILIES.setdefault(old, {})
+        existing = _FAMILIES.get(new)
+        if existing is not None and existing is not families:
+            existing.update(families)
+            _FAMILIES[old] = existing
+        else:
+            _FAMILIES[new] = families

@@ -37,6 +37,19 @@ NEVER = (
     "opentelemetry.exporter",
     "opentelemetry.sdk.trace.export",
     "opentelemetry.propagate",
+    # prometheus_client (its HTTP server, wsgiref): with no registry passed, evobs's
+    # families wait for it to be imported (``evobs._deferred_registry``).
+    "prometheus_client",
+    "http.server",
+    "socketserver",
+    "wsgiref",
+    # GenAI beyond the metric names: loaded by the first Bedrock Runtime call.
+    "evobs.signals._genai_spans",
+    "evobs.services.bedrock_runtime",
+    "evobs.genai.model",
+    "evobs.genai.runtime",
+    "evobs.genai.stream",
+    "evobs.genai.capture",
 )
 #: What only the traces signal needs (the OpenTelemetry SDK: none of evobs's other parts).
 TRACES = (
@@ -52,9 +65,11 @@ METRICS = (
     "evobs.signals._series",
     "evobs.signals._labels",
     "evobs._compat.prometheus",
+    "evobs.signals._genai_metrics",
+    "evobs.genai",
 )
-#: What neither the metrics signal nor a registry passed in needs: prometheus_client
-#: brings its HTTP server (``http.server``, ``socketserver``) and ``wsgiref``.
+#: What neither the metrics signal nor a registry passed in needs (prometheus_client
+#: itself is not loaded by the metrics signal either: see NEVER).
 PROMETHEUS = (
     "prometheus_client",
     "http.server",
@@ -62,6 +77,7 @@ PROMETHEUS = (
     "wsgiref",
     "evobs._selfmetrics",
     "evobs._registry",
+    "evobs._deferred_registry",
 )
 LOGS = ("evobs.signals.logs",)
 
@@ -159,7 +175,7 @@ for owner, names in (
         module, redact = sys.modules[owner], sys.modules["evobs._redact"]
         rebound[owner] = all(getattr(module, n) is getattr(redact, n) for n in names)
 errors = None
-if "prometheus_client" in sys.modules:
+if "metrics" in signals:  # a scrape: importing prometheus_client registers evobs's families
     from prometheus_client import REGISTRY
 
     errors = REGISTRY.get_sample_value(

@@ -39,6 +39,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.samples import Exemplar
 
 import evobs
+from evobs.signals import _series
 
 FULL = os.environ.get("EVOBS_SOAK_FULL") == "1"
 TOTAL_CALLS = 200_000 if FULL else 15_000
@@ -170,7 +171,12 @@ def _entries(obj: Any, seen: set[int], depth: int = 0) -> int:
     total = 0
     for cls in type(obj).__mro__:
         for name in getattr(cls, "__slots__", ()):
-            if name not in ("__weakref__", "__dict__") and hasattr(obj, name):
+            if name == "exemplars" and isinstance(obj, _series.HistogramSeries):
+                # One slot per bucket, each replaced, never grown: the slots are the size
+                # (an exemplar, a (labels, value, timestamp) tuple, is a value like Exemplar).
+                slots = obj.exemplars
+                total += 0 if slots is None else len(slots)
+            elif name not in ("__weakref__", "__dict__") and hasattr(obj, name):
                 total += _entries(getattr(obj, name), seen, depth + 1)
     if hasattr(obj, "__dict__"):
         total += _entries(vars(obj), seen, depth + 1)

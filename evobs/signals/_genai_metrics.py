@@ -2,9 +2,9 @@
 guardrail interventions, rendered from ``call.genai`` by the metrics signal.
 
 Names and labels are the OpenTelemetry GenAI conventions' (``evobs.genai.semconv``),
-translated to Prometheus as OpenTelemetry's Prometheus compatibility rules do. They
-are prometheus_client's own families (a GenAI call takes a second, not microseconds:
-evobs's cheaper series buy nothing here), so they work unchanged in multiprocess mode.
+translated to Prometheus as OpenTelemetry's Prometheus compatibility rules do. Like
+every family of the metrics signal they are evobs's own (``_series``), so none needs
+prometheus_client until collected, and prometheus_client's in multiprocess mode.
 
 A non-streaming call is recorded when it ends; a call that returned a stream when the
 stream ends (``call.stream``), so its duration, usage and time to first chunk are the
@@ -19,12 +19,12 @@ import weakref
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Final
 
-from prometheus_client import Counter, Histogram
-
+from .._compat.prometheus import multiprocess_mode
 from .._fork import ForkSafeLock
 from .._registry import family
 from ..genai import semconv
 from ._labels import OTHER
+from ._series import CounterFamily, HistogramFamily, lock_of
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -85,9 +85,18 @@ def _labels_of(duration: Any) -> _Labels:
         return found
 
 
-def _histogram(registry: CollectorRegistry, spec: semconv.MetricSpec) -> Any:
+def _factories() -> tuple[Any, Any]:
+    """(histogram, counter): evobs's families, prometheus_client's in multiprocess mode."""
+    if multiprocess_mode():
+        from prometheus_client import Counter, Histogram
+
+        return Histogram, Counter
+    return HistogramFamily, CounterFamily
+
+
+def _histogram(registry: CollectorRegistry, spec: semconv.MetricSpec, factory: Any) -> Any:
     return family(
-        registry, Histogram, spec.prometheus, spec.description, spec.labels, buckets=spec.buckets
+        registry, factory, spec.prometheus, spec.description, spec.labels, buckets=spec.buckets
     )
 
 
@@ -98,11 +107,12 @@ class GenAIMetrics:
     __slots__ = ("_children", "_duration", "_guardrail", "_labels", "_tokens", "_ttfc")
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self._tokens = _histogram(registry, semconv.TOKEN_USAGE)
-        self._duration = _histogram(registry, semconv.OPERATION_DURATION)
-        self._ttfc = _histogram(registry, semconv.TIME_TO_FIRST_CHUNK)
+        histogram, counter = _factories()
+        self._tokens = _histogram(registry, semconv.TOKEN_USAGE, histogram)
+        self._duration = _histogram(registry, semconv.OPERATION_DURATION, histogram)
+        self._ttfc = _histogram(registry, semconv.TIME_TO_FIRST_CHUNK, histogram)
         spec = semconv.GUARDRAIL_INTERVENTIONS
-        self._guardrail = family(registry, Counter, spec.prometheus, spec.description, spec.labels)
+        self._guardrail = family(registry, counter, spec.prometheus, spec.description, spec.labels)
         self._labels = _labels_of(self._duration)
         #: (family, label values) -> child: bounded by the caps.
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
@@ -144,12 +154,22 @@ class GenAIMetrics:
         if request.is_inference:
             error_type = labels.errors.admit(error) if error else ""
             values = (operation, semconv.PROVIDER, model)
-            self._child(self._duration, (*values, error_type)).observe(duration_ns * _NS)
+            duration = self._child(self._duration, (*values, error_type))
+            tokens = []
             if response is not None:
-                for token_type, tokens in response.token_counts().items():
-                    self._child(self._tokens, (*values, token_type)).observe(tokens)
-            if time_to_first_chunk is not None:
-                self._child(self._ttfc, values).observe(time_to_first_chunk)
+                tokens = [
+                    (self._child(self._tokens, (*values, token_type)), count)
+                    for token_type, count in response.token_counts().items()
+                ]
+            ttfc = None if time_to_first_chunk is None else self._child(self._ttfc, values)
+            with lock_of(duration) as w:  # all keyed by the operation name: one lock
+                w.observe(duration, duration_ns * _NS)
+                for child, count in tokens:
+                    w.observe(child, count)
+                if ttfc is not None and time_to_first_chunk is not None:
+                    w.observe(ttfc, time_to_first_chunk)
         if response is not None and response.guardrail_intervened:
             guardrail = labels.guardrails.admit(request.guardrail_id or "")
-            self._child(self._guardrail, (request.aws_operation, model, guardrail)).inc()
+            child = self._child(self._guardrail, (request.aws_operation, model, guardrail))
+            with lock_of(child) as w:
+                w.inc(child)

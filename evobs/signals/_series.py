@@ -23,20 +23,19 @@ import weakref
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from itertools import accumulate
-from typing import Any, ClassVar, Final
-
-from prometheus_client import CollectorRegistry
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.samples import Exemplar, Sample
-from prometheus_client.utils import INF, floatToGoString
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from .._compat.prometheus import use_created
 from .._fork import ForkSafeLock
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+        Metric,
+    )
 
 __all__ = [
     "PROMETHEUS_CHILDREN",
@@ -50,8 +49,14 @@ __all__ = [
     "SeriesLock",
     "ValueSeries",
     "Writer",
+    "count",
     "lock_of",
 ]
+
+INF: Final = float("inf")
+#: An exemplar as a series keeps it: (labels, value, timestamp); prometheus_client's
+#: ``Exemplar`` is made of it at collect time.
+RawExemplar = tuple[dict[str, str], float, float]
 
 
 class Writer:
@@ -70,7 +75,7 @@ class Writer:
             exemplars = series.exemplars
             if exemplars is None:
                 exemplars = series.exemplars = [None] * len(series.counts)
-            exemplars[index] = Exemplar(exemplar, amount, time.time())
+            exemplars[index] = (exemplar, amount, time.time())
 
     @staticmethod
     def observe_each(series: HistogramSeries, amounts: Iterable[float]) -> None:
@@ -150,6 +155,13 @@ def lock_of(series: Any) -> SeriesLock | _PrometheusChildren:
     return lock if isinstance(lock, SeriesLock) else PROMETHEUS_CHILDREN
 
 
+def count(series: Any, amount: float = 1) -> None:
+    """Count ``amount`` on one counter series (any family's child) under its lock: for
+    the places that count one thing at a time (evobs's own health families)."""
+    with lock_of(series) as w:
+        w.inc(series, amount)
+
+
 class LockTable:
     """One :class:`SeriesLock` per first label value, shared by every evobs family of a
     registry, so the series one call writes (all keyed by its service) share one lock."""
@@ -178,6 +190,15 @@ class LockTable:
                 table = _TABLES[registry] = cls()
             return table
 
+    @classmethod
+    def alias(cls, old: Any, new: CollectorRegistry) -> None:
+        """From now on ``new`` has the locks of ``old`` (the pending stand-in of
+        ``REGISTRY``, ``_deferred_registry``): its families and later ones share them."""
+        with _TABLES_GUARD:
+            table = _TABLES.get(old)
+            if table is not None and new not in _TABLES:
+                _TABLES[new] = table
+
 
 _TABLES: Final[weakref.WeakKeyDictionary[CollectorRegistry, LockTable]] = (
     weakref.WeakKeyDictionary()
@@ -196,7 +217,7 @@ class HistogramSeries:
         self.bounds = bounds  # without +Inf: bisect gives len(bounds) for the +Inf bucket
         self.counts = [0] * (len(bounds) + 1)
         self.sum = 0.0
-        self.exemplars: list[Exemplar | None] | None = None
+        self.exemplars: list[RawExemplar | None] | None = None
         #: Per bucket, the perf_counter_ns before which its exemplar is fresh enough
         #: (the metrics signal's throttle); allocated on first use.
         self.exemplar_due: list[int] | None = None
@@ -245,12 +266,16 @@ class _Family:
     ) -> None:
         if not name or not documentation:
             raise ValueError("a metric family needs a name and a documentation string")
+        if self._type == "counter":
+            name = name.removesuffix("_total")  # as prometheus_client's Counter
         self._name = name
         self._documentation = documentation
         self._labelnames = tuple(labelnames)
         self._series: dict[tuple[str, ...], Any] = {}
         #: The registry's locks: a series gets the one of its first label value.
         self._locks = LockTable.of(registry)
+        if not self._labelnames:  # exposed from the start, as prometheus_client's
+            self.labels()
         if registry is not None:
             registry.register(self)  # ValueError on a name clash, as prometheus_client
 
@@ -290,6 +315,8 @@ def _created(
 ) -> None:
     """The ``_created`` sample prometheus_client adds after each series (unless disabled)."""
     if use_created():
+        from prometheus_client.samples import Sample
+
         labels = dict(zip(labelnames, key, strict=True))
         family.samples.append(Sample(name + "_created", labels, created))
 
@@ -298,6 +325,8 @@ class HistogramFamily(_Family):
     """A histogram family with fixed buckets."""
 
     __slots__ = ("_bounds", "_le", "_upper_bounds")
+
+    _le: tuple[str, ...] | None
 
     _type = "histogram"
 
@@ -314,16 +343,25 @@ class HistogramFamily(_Family):
             raise ValueError(f"{name}: buckets must be sorted, distinct and not empty")
         self._bounds = bounds
         self._upper_bounds = (*bounds, INF)  # prometheus_client's attribute, for conflict checks
-        self._le = (*(floatToGoString(b) for b in bounds), "+Inf")  # type: ignore[no-untyped-call]
+        self._le = None  # the ``le`` label values, made at the first collect
         super().__init__(name, documentation, labelnames, registry)
 
     def _new_series(self, lock: SeriesLock) -> HistogramSeries:
         return HistogramSeries(self._bounds, lock)
 
     def _empty(self) -> HistogramMetricFamily:
+        from prometheus_client.metrics_core import HistogramMetricFamily
+
         return HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
 
     def collect(self) -> Iterable[Metric]:
+        from prometheus_client.samples import Exemplar
+
+        le = self._le
+        if le is None:
+            from prometheus_client.utils import floatToGoString
+
+            le = self._le = (*(floatToGoString(b) for b in self._bounds), "+Inf")  # type: ignore[no-untyped-call]
         family = self._empty()
         rows = []
         for key, s in list(self._series.items()):
@@ -335,9 +373,9 @@ class HistogramFamily(_Family):
             for i, cumulative in enumerate(accumulate(counts)):
                 exemplar = None if exemplars is None else exemplars[i]
                 buckets.append(
-                    (self._le[i], cumulative)
+                    (le[i], cumulative)
                     if exemplar is None
-                    else (self._le[i], cumulative, exemplar)
+                    else (le[i], cumulative, Exemplar(*exemplar))
                 )
             family.add_metric(key, buckets, total)
             _created(family, self._name, self._labelnames, key, created)
@@ -377,6 +415,8 @@ class CounterFamily(_ValueFamily):
         return CounterSeries(lock)
 
     def _empty(self) -> CounterMetricFamily:
+        from prometheus_client.metrics_core import CounterMetricFamily
+
         return CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
 
 
@@ -392,4 +432,6 @@ class GaugeFamily(_ValueFamily):
         return GaugeSeries(lock)
 
     def _empty(self) -> GaugeMetricFamily:
+        from prometheus_client.metrics_core import GaugeMetricFamily
+
         return GaugeMetricFamily(self._name, self._documentation, labels=self._labelnames)

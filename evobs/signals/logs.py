@@ -123,7 +123,7 @@ class _OwnLock(ForkSafeLock):
 
     def __init__(self, children: Any) -> None:
         super().__init__()
-        #: ``_series.PROMETHEUS_CHILDREN`` (that module imports prometheus_client).
+        #: ``_series.PROMETHEUS_CHILDREN`` (passed in: ``_series`` is imported with the limiter).
         self._children = children
 
     def __enter__(self) -> Any:
@@ -161,7 +161,7 @@ class LogsSignal(SignalBase):
         self._registry = registry
         #: Made at the first retry that would be logged, unless a registry is given or
         #: the metrics signal is on (then now, so its counter is in the first scrape):
-        #: with metrics off, prometheus_client is imported only when there is a retry.
+        #: with metrics off, its family is made only when there is a retry.
         self._limiter: RetryLimiter | None = None
         if registry is not None or "metrics" in options.signals:
             self._limiter = self._new_limiter()

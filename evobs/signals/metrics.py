@@ -24,8 +24,6 @@ import weakref
 from bisect import bisect_left
 from typing import TYPE_CHECKING, Any, Final
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-
 from .. import _selfmetrics
 from .._compat.prometheus import histogram_bounds, multiprocess_mode
 from .._fork import ForkSafeLock
@@ -36,6 +34,8 @@ from ._labels import ERROR_TYPE_CAP, LOCAL_BUCKETS, NO_REGION, OTHER, ErrorTypes
 from ._series import CounterFamily, GaugeFamily, HistogramFamily, Writer, lock_of
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry, Counter
+
     from .._call import Attempt, Call
     from .._operation import Operation
     from .._options import Options
@@ -68,9 +68,11 @@ def _histogram(
     buckets: tuple[float, ...],
     own: bool = False,
 ) -> Any:
-    """A histogram family: evobs's own (``own``: a per-call family, single-process) or
-    prometheus_client's."""
-    factory = HistogramFamily if own else Histogram
+    """A histogram family: evobs's own (``own``: single-process) or prometheus_client's."""
+    if own:
+        factory: Any = HistogramFamily
+    else:
+        from prometheus_client import Histogram as factory
     metric: Any = family(registry, factory, name, doc, labelnames, buckets=buckets)
     existing = histogram_bounds(metric)  # both kinds of family have it
     if existing is not None and existing != tuple(buckets):
@@ -106,12 +108,17 @@ class _Families:
     def __init__(self, registry: CollectorRegistry, buckets: tuple[float, ...]) -> None:
         op = ("service", "operation")
         svc = ("service",)
-        # The per-call families (updated on every call) are evobs's own (``_series``: one
-        # lock per service, the structural lock rule); prometheus_client's in
-        # multiprocess mode, where values live in its files.
+        # The families are evobs's own (``_series``: one lock per service, the structural
+        # lock rule; prometheus_client is imported only to collect them), prometheus_client's
+        # in multiprocess mode, where values live in its files.
         own = not _multiprocess()
-        counter: Any = CounterFamily if own else Counter
-        gauge: Any = GaugeFamily if own else Gauge
+        counter: Any
+        gauge: Any
+        if own:
+            counter, gauge = CounterFamily, GaugeFamily
+        else:
+            from prometheus_client import Counter as counter
+            from prometheus_client import Gauge as gauge
         self.call_duration = _histogram(
             registry,
             "aws_sdk_call_duration_seconds",
@@ -182,7 +189,7 @@ class _Families:
             **({} if own else {"multiprocess_mode": "livesum"}),
         )
         self.clients = family(
-            registry, Counter, "aws_sdk_clients_created", "botocore clients created", svc
+            registry, counter, "aws_sdk_clients_created", "botocore clients created", svc
         )
         self.client_duration = _histogram(
             registry,
@@ -190,10 +197,11 @@ class _Families:
             "Time to construct one botocore client",
             svc,
             buckets,
+            own=own,
         )
         self.resources = family(
             registry,
-            Counter,
+            counter,
             "aws_sdk_resources_created",
             "boto3 resource classes built (creating-resource-class events), not resource objects",
             ("service", "resource"),
@@ -439,8 +447,9 @@ class MetricsSignal(SignalBase):
                 f.clients.labels(event.service),
                 f.client_duration.labels(event.service),
             )
-        children[0].inc()
-        children[1].observe(event.duration_ns * _NS)
+        with lock_of(children[0]) as w:  # both keyed by the service: one lock
+            w.inc(children[0])
+            w.observe(children[1], event.duration_ns * _NS)
 
     def resource_created(self, event: ResourceCreated) -> None:
         key = (event.service, event.resource)
@@ -449,7 +458,8 @@ class MetricsSignal(SignalBase):
             child = self._resources[key] = self._families.resources.labels(
                 event.service, event.resource
             )
-        child.inc()
+        with lock_of(child) as w:
+            w.inc(child)
 
 
 # -- the /metrics endpoint -----------------------------------------------------------
@@ -517,7 +527,7 @@ def start_metrics_server(
     default is a registry that merges every process's files instead.
     Raises :class:`MetricsServerError` (an ``OSError``) naming the port when it is taken.
     """
-    from prometheus_client import start_http_server
+    from prometheus_client import CollectorRegistry, start_http_server
 
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(
@@ -530,7 +540,9 @@ def start_metrics_server(
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         else:
-            registry = REGISTRY
+            from .._deferred_registry import global_registry
+
+            registry = global_registry()  # imported now: evobs's families are registered
     try:
         httpd, thread = start_http_server(port, addr=addr, registry=registry)
     except OSError as exc:

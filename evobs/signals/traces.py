@@ -26,7 +26,6 @@ from .._lazy import lazy_names
 from .._version import __version__
 from ..services import peer_attributes, rpc_attributes
 from . import SignalBase
-from ._genai_spans import follow_stream, render_call
 
 if TYPE_CHECKING:
     from .._call import Attempt, Call
@@ -34,8 +33,13 @@ if TYPE_CHECKING:
     from .._operation import Operation
     from .._options import Options
     from .._redact import exception_event, exception_message, masks_for, render_params
+    from ._genai_spans import follow_stream, render_call
     from ._spans import SdkPipeline, SdkSpan
 else:
+    # GenAI spans (and ``evobs.genai``), imported by the first Bedrock Runtime call.
+    follow_stream, render_call = lazy_names(
+        globals(), "evobs.signals._genai_spans", "follow_stream", "render_call"
+    )
     # The SDK's span path, imported for a tracer of the SDK only: a tracer of no SDK (the
     # API's no-op) does not import the SDK (~70 M instructions) for nothing.
     SdkPipeline, SdkSpan = lazy_names(globals(), "evobs.signals._spans", "SdkPipeline", "SdkSpan")
