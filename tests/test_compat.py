@@ -353,3 +353,55 @@ def test_boto3_get_default_session(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(boto3, "_get_default_session")
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     assert botocore_compat.default_boto3_session() is boto3.DEFAULT_SESSION is not None
+
+
+def test_parameter_names_match_inspect_signature() -> None:
+    """``parameter_names`` (the code-object read both version checks use) lists what
+    ``inspect.signature`` lists, for the two constructors it is asked about, a wrapped
+    function and a callable without a code object."""
+    import functools
+
+    from evobs._compat import parameter_names
+
+    def plain(a: int, b: int = 0, *args: Any, c: int, **kw: Any) -> None:
+        """Positional, keyword-only, and the catch-alls (which are not listed)."""
+
+    @functools.wraps(plain)
+    def wrapped(*args: Any, **kw: Any) -> None:
+        """Follows ``plain`` through ``__wrapped__``."""
+
+    for function in (ReadableSpan.__init__, AWSPreparedRequest.__init__, wrapped):
+        expected = {
+            name
+            for name, p in inspect.signature(function).parameters.items()
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        }
+        assert parameter_names(function) == expected
+    assert parameter_names(plain) == parameter_names(wrapped) == {"a", "b", "c"}
+    assert parameter_names(dict.get) == frozenset(inspect.signature(dict.get).parameters)
+
+
+def test_botocore_event_aliaser_emitter() -> None:
+    """``EventAliaser._emitter``: evobs registers on the emitter a session's aliaser
+    forwards to; its event names alias to themselves, and a handler registered there
+    runs when the aliaser emits (in the session and in every client copied from it)."""
+    from botocore.hooks import EventAliaser
+
+    from evobs._install import _PER_CALL
+
+    session = boto3.Session(region_name="us-east-1")
+    aliaser = session.events
+    assert type(aliaser) is EventAliaser
+    inner = botocore_compat.unaliased(aliaser)
+    assert inner is vars(aliaser)[botocore_compat.ALIASED_EMITTER]
+    names = [f"{event}.*.*" for event, _ in _PER_CALL]
+    names += ["creating-client-class", "creating-resource-class"]
+    for name in names:
+        assert aliaser._alias_event_name(name) == name
+    seen: list[str] = []
+    inner.register_first("evobs-test.*.*", lambda **kw: seen.append(kw["event_name"]))
+    aliaser.emit("evobs-test.s3.Op")
+    client = session.client("s3", endpoint_url="http://127.0.0.1:1")
+    client.meta.events.emit("evobs-test.s3.Op")
+    assert seen == ["evobs-test.s3.Op"] * 2
+    assert botocore_compat.unaliased(inner) is inner  # anything else: itself

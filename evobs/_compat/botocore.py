@@ -10,10 +10,11 @@ give nothing (never raise) when botocore's shape is not the expected one.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Final
 
 from botocore.awsrequest import AWSPreparedRequest
+
+from . import parameter_names
 
 __all__ = [
     "PREPARED_REQUEST_HAS_CONTEXT",
@@ -21,7 +22,33 @@ __all__ = [
     "default_boto3_session",
     "signing_credentials",
     "throttling_error_codes",
+    "unaliased",
 ]
+
+#: The attribute of botocore's ``EventAliaser`` holding the emitter it forwards to.
+ALIASED_EMITTER: Final = "_emitter"
+
+
+def unaliased(emitter: Any) -> Any:
+    """The emitter a botocore ``EventAliaser`` (every session's and client's) forwards
+    to (``EventAliaser._emitter``), for evobs to register on: evobs's event names
+    (wildcards, generic names) are never aliased, and aliasing a name botocore has not
+    seen tries each of its ~60 aliases (most of them raising and catching a
+    ``ValueError``), a cost every cold start would pay for each of evobs's names.
+    Handlers registered there are what the aliaser emits to, copied with it into every
+    client. Fallback: the emitter itself (anything else, or an aliaser of another shape)."""
+    try:
+        from botocore.hooks import EventAliaser
+
+        if type(emitter) is EventAliaser:
+            inner = vars(emitter).get(ALIASED_EMITTER)
+            if callable(getattr(inner, "register_first", None)) and callable(
+                getattr(inner, "unregister", None)
+            ):
+                return inner
+    except Exception:
+        pass
+    return emitter
 
 
 def throttling_error_codes() -> frozenset[str]:
@@ -61,9 +88,7 @@ _KNOWN_THROTTLING_CODES: Final = frozenset(
 #: before-send gets the prepared request's ``.context`` only from botocore 1.43.68 (a
 #: constructor parameter, public once there); before that the attempt in progress is
 #: correlated through a context variable.
-PREPARED_REQUEST_HAS_CONTEXT: Final = (
-    "context" in inspect.signature(AWSPreparedRequest.__init__).parameters
-)
+PREPARED_REQUEST_HAS_CONTEXT: Final = "context" in parameter_names(AWSPreparedRequest.__init__)
 
 
 def default_boto3_session() -> Any:

@@ -11,7 +11,6 @@ present with the shape it expects. Anything else takes the public API.
 
 from __future__ import annotations
 
-import inspect
 import operator
 import os
 import sys
@@ -23,6 +22,8 @@ from typing import Any, Final
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, sampling
 from opentelemetry.trace import TraceFlags
+
+from . import parameter_names
 
 __all__ = [
     "FAST_SPANS_PROVEN",
@@ -239,7 +240,7 @@ def default_sampler_mode(sampler: Any) -> int:
 def _readable_span_fields() -> frozenset[str] | None:
     """The keyword parameters of ``ReadableSpan.__init__`` (None if it cannot be read)."""
     try:
-        parameters = inspect.signature(ReadableSpan.__init__).parameters
+        parameters = parameter_names(ReadableSpan.__init__)
     except (TypeError, ValueError):
         return None
     names = frozenset(n for n in parameters if n != "self")

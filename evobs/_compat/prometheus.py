@@ -2,7 +2,7 @@
 
 Nothing here imports prometheus_client at import time: evobs's own families need it
 only to be collected, and a process that never scrapes never pays for it (see
-``evobs._deferred_registry``).
+``evobs._registry``).
 """
 
 from __future__ import annotations
