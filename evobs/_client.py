@@ -10,10 +10,11 @@ whatever raised. One skeleton for both: the async variant only awaits.
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from time import perf_counter_ns
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import context as otel_context
 
@@ -22,7 +23,24 @@ from ._handlers import CallFrame
 if TYPE_CHECKING:
     from ._install import Instrumentation
 
-__all__ = ["AsyncInstrumentedClient", "InstrumentedClient", "base_class_for", "is_instrumented"]
+__all__ = [
+    "TRANSFER_METHODS",
+    "AsyncInstrumentedClient",
+    "InstrumentedClient",
+    "base_class_for",
+    "is_instrumented",
+    "wrap_transfer_methods",
+]
+
+#: boto3's managed-transfer methods on S3 clients -> position of ``Bucket`` among the
+#: positional arguments (``Key`` follows it).
+TRANSFER_METHODS: Final = {
+    "upload_file": 1,
+    "download_file": 0,
+    "upload_fileobj": 1,
+    "download_fileobj": 0,
+    "copy": 1,
+}
 
 
 class _TimedConstruction:
@@ -99,3 +117,29 @@ def base_class_for(classes: Iterable[type]) -> type[_TimedConstruction]:
 def is_instrumented(client: Any) -> bool:
     """Whether a client object already carries evobs's safety net."""
     return isinstance(client, InstrumentedClient | AsyncInstrumentedClient)
+
+
+def wrap_transfer_methods(attributes: dict[str, Any]) -> None:
+    """Wrap boto3's transfer methods in a client's ``class_attributes`` (once). The
+    span and the context carrier (``_transfer``) are loaded by the first transfer: an
+    S3 client that never transfers costs no more to create."""
+    for name, index in TRANSFER_METHODS.items():
+        original = attributes.get(name)
+        if (
+            not callable(original)
+            or hasattr(original, "_evobs_original")
+            or inspect.iscoroutinefunction(original)
+        ):
+            continue
+        attributes[name] = _transfer_method(name, index, original)
+
+
+def _transfer_method(name: str, index: int, original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def transfer(self: Any, *args: Any, **kwargs: Any) -> Any:
+        from ._transfer import run
+
+        return run(name, index, original, self, args, kwargs)
+
+    transfer._evobs_original = original  # type: ignore[attr-defined]
+    return transfer

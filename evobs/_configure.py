@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from ._compat.otel_api import no_global_meter_provider
-from ._env import truthy
 from ._export import (
     DEFAULT_SPAN_QUEUE_SIZE,
     CountingSpanProcessor,
@@ -37,6 +36,7 @@ from ._export import (
 )
 from ._fork import ForkSafeLock
 from ._log import get_logger
+from ._options import truthy
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics import MeterProvider

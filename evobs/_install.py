@@ -18,12 +18,12 @@ from botocore.client import BaseClient
 from botocore.session import Session as BotocoreSession
 from opentelemetry import trace
 
-from ._client import base_class_for
-from ._env import truthy
+from ._client import TRANSFER_METHODS, base_class_for, wrap_transfer_methods
+from ._compat.botocore import unaliased
 from ._fork import ForkSafeLock
 from ._handlers import Fanout, Handlers
 from ._log import HandlerErrors, get_logger
-from ._options import Options
+from ._options import Options, truthy
 
 if TYPE_CHECKING:
     from opentelemetry import metrics
@@ -176,10 +176,10 @@ def _build_signals(
 
 def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
     """The registry given, else prometheus_client's global one: its stand-in until
-    prometheus_client is imported (``_deferred_registry``)."""
+    prometheus_client is imported (``_registry``)."""
     if registry is not None:
         return registry
-    from ._deferred_registry import global_registry
+    from ._registry import global_registry
 
     return global_registry()
 
@@ -276,10 +276,13 @@ class Instrumentation:
 
     def _register_per_call(self, emitter: Any) -> None:
         handlers = self.handlers
+        emitter = unaliased(emitter)  # evobs's names need no aliasing
         for event, attr in _PER_CALL:
             emitter.register_first(f"{event}.*.*", getattr(handlers, attr), unique_id=_UID + event)
 
     def install_session(self, emitter: Any) -> None:
+        self._register_per_call(emitter)
+        emitter = unaliased(emitter)
         emitter.register_first(
             "creating-client-class",
             self._on_creating_client_class,
@@ -290,7 +293,6 @@ class Instrumentation:
             self.handlers.resource_created,
             unique_id=_UID + "creating-resource-class",
         )
-        self._register_per_call(emitter)
 
     def install_client(self, client: Any) -> None:
         self._register_per_call(client.meta.events)
@@ -298,8 +300,6 @@ class Instrumentation:
         base = base_class_for(original.__mro__)
         attributes: dict[str, Any] = {"_evobs": self, "_evobs_class_ns": 0}
         if hasattr(original, "upload_file"):
-            from ._transfer import TRANSFER_METHODS, wrap_transfer_methods  # S3's only
-
             attributes.update(
                 (n, getattr(original, n)) for n in TRANSFER_METHODS if hasattr(original, n)
             )
@@ -321,8 +321,6 @@ class Instrumentation:
             if "upload_file" in class_attributes:
                 # boto3 (on creating-client-class.s3, which runs before this generic
                 # handler) has injected its managed-transfer methods: give them a span.
-                from ._transfer import wrap_transfer_methods
-
                 wrap_transfer_methods(class_attributes)
             _note_peer_instrumentation()
         except Exception as exc:
@@ -330,9 +328,9 @@ class Instrumentation:
 
 
 def release_import_hook() -> None:
-    """Take evobs's post-import hook for prometheus_client (``_deferred_registry``) out of
+    """Take evobs's post-import hook for prometheus_client (``_registry``) out of
     ``sys.meta_path`` once no instrumentation is left to need it (the caller holds LOCK)."""
-    deferred = sys.modules.get("evobs._deferred_registry")
+    deferred = sys.modules.get("evobs._registry")
     if deferred is None or not deferred.hook_installed():
         return
     process = sys.modules.get("evobs._process")
@@ -351,6 +349,7 @@ def _weak(obj: Any) -> Any:
 
 
 def _unregister(emitter: Any) -> None:
+    emitter = unaliased(emitter)  # where ``_register_per_call`` registered
     for event, _ in _PER_CALL:
         emitter.unregister(f"{event}.*.*", unique_id=_UID + event)
     emitter.unregister("creating-client-class", unique_id=_UID + "creating-client-class")

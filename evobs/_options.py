@@ -1,24 +1,46 @@
-"""Validated, immutable instrumentation options.
+"""Validated, immutable instrumentation options, and evobs's environment variables.
 
 Validation happens once, at ``instrument()`` time, with a clear error; the hot
-path reads plain attributes and never re-checks anything.
+path reads plain attributes and never re-checks anything. Every ``EVOBS_*``
+variable is read one way (``truthy``, ``flag``, ``options_from_env``).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
-
-from ._env import flag
 
 __all__ = [
     "DEFAULT_DURATION_BUCKETS",
     "KNOWN_SIGNAL_NAMES",
     "SIGNAL_NAMES",
     "Options",
+    "flag",
     "options_from_env",
+    "truthy",
 ]
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+
+
+def truthy(name: str) -> bool:
+    """Whether the variable is set to a true word (``1``, ``true``, ``yes``, ``on``)."""
+    return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def flag(name: str, default: bool) -> bool:
+    """A yes/no variable: a true word, a false word (``0``, ``false``, ``no``, ``off``),
+    or unset (anything else) for ``default``."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    return default
+
 
 #: The signals on by default.
 SIGNAL_NAMES: Final = ("traces", "metrics", "logs")

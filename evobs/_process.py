@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.session import Session as BotocoreSession
 
-from ._env import truthy
 from ._install import (
     INSTALLED,
     LOCK,
@@ -33,7 +32,7 @@ from ._install import (
     release_import_hook,
     validate_providers,
 )
-from ._options import Options
+from ._options import Options, truthy
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider

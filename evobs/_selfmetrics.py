@@ -4,7 +4,7 @@ events it held back. Each is declared here once, whichever part of evobs counts 
 They are evobs's own families (``signals._series``: count one with ``_series.count``),
 prometheus_client's in multiprocess mode. Without a registry they go to
 prometheus_client's global one, registered when prometheus_client is imported
-(``_deferred_registry``): a process that never scrapes never imports it.
+(``_registry``): a process that never scrapes never imports it.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def resolve(registry: CollectorRegistry | None) -> CollectorRegistry:
     (its stand-in until prometheus_client is imported)."""
     if registry is not None:
         return registry
-    from ._deferred_registry import global_registry
+    from ._registry import global_registry
 
     return global_registry()
 

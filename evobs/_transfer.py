@@ -6,7 +6,8 @@ creating-client-class; evobs's handler for that event runs after boto3's (the ge
 event name runs after ``creating-client-class.s3``) and wraps them there, so nothing
 global is patched and only instrumented clients are affected.
 
-The wrapper opens an INTERNAL span ``S3.<method>`` and hands boto3 a *carrier*: a
+The wrapper (``_client.wrap_transfer_methods``, which loads this module at the first
+transfer) opens an INTERNAL span ``S3.<method>`` and hands boto3 a *carrier*: a
 shallow clone of the client (the same ``__dict__`` contents: endpoint, event emitter,
 config, credentials are shared, nothing is rebuilt) with one extra instance attribute,
 ``_evobs_parent``, the transfer span's OTel context. s3transfer makes every part call
@@ -20,8 +21,6 @@ or by bucket/key, so concurrent transfers on one client cannot be confused.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -30,7 +29,6 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from ._client import is_instrumented
 from ._compat.botocore import client_signer
 from ._lazy import lazy_names
 from ._version import __version__
@@ -44,16 +42,7 @@ else:
         globals(), "evobs._redact", "exception_event", "masks_for"
     )
 
-__all__ = ["TRANSFER_METHODS", "carrying", "wrap_transfer_methods"]
-
-#: method -> position of ``Bucket`` among the positional arguments (``Key`` follows it).
-TRANSFER_METHODS: Final = {
-    "upload_file": 1,
-    "download_file": 0,
-    "upload_fileobj": 1,
-    "download_fileobj": 0,
-    "copy": 1,
-}
+__all__ = ["carrying", "run"]
 
 _TRACERS: Final[weakref.WeakKeyDictionary[Any, Any]] = weakref.WeakKeyDictionary()
 
@@ -146,42 +135,54 @@ def _close(inst: Instrumentation, span: Any, token: Any) -> None:
         inst.handlers.errors.record("s3-transfer", error)
 
 
-def _wrap(name: str, index: int, original: Callable[..., Any]) -> Callable[..., Any]:
-    span_name = f"S3.{name}"
-
-    @functools.wraps(original)
-    def transfer(self: Any, *args: Any, **kwargs: Any) -> Any:
-        inst: Instrumentation | None = getattr(type(self), "_evobs", None)
-        if inst is None or not inst.enabled:
+def run(
+    name: str,
+    index: int,
+    original: Callable[..., Any],
+    self: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """One managed transfer (``original`` is boto3's method ``name``, ``Bucket`` at
+    positional ``index``) in its span, its calls made on a carrier of the span's context
+    (the wrapper ``_client.wrap_transfer_methods`` puts on the class calls this)."""
+    inst: Instrumentation | None = getattr(type(self), "_evobs", None)
+    if inst is None or not inst.enabled:
+        return original(self, *args, **kwargs)
+    span = token = None
+    try:  # never break the transfer: any failure here means "no span"
+        tracer = _tracer(inst)
+        if tracer is None:
             return original(self, *args, **kwargs)
-        span = token = None
-        try:  # never break the transfer: any failure here means "no span"
-            tracer = _tracer(inst)
-            if tracer is None:
-                return original(self, *args, **kwargs)
-            span = tracer.start_span(
-                span_name, kind=SpanKind.INTERNAL, attributes=_attributes(inst, index, args, kwargs)
-            )
-            token = otel_context.attach(trace.set_span_in_context(span))
-            parent = otel_context.get_current()
-            carrier = carrying(self, parent)
-            if name == "copy":
-                args, kwargs = _carry_source_client(parent, args, kwargs)
-        except Exception as exc:
-            inst.handlers.errors.record("s3-transfer", exc)
-            if span is not None:
-                _close(inst, span, token)
-            return original(self, *args, **kwargs)
-        try:
-            return original(carrier, *args, **kwargs)
-        except BaseException as exc:
-            _record_failure(inst, span, exc, self, _keys(name, index, args, kwargs))
-            raise
-        finally:
+        span = tracer.start_span(
+            f"S3.{name}",
+            kind=SpanKind.INTERNAL,
+            attributes=_attributes(inst, index, args, kwargs),
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        parent = otel_context.get_current()
+        carrier = carrying(self, parent)
+        if name == "copy":
+            args, kwargs = _carry_source_client(parent, args, kwargs)
+    except Exception as exc:
+        inst.handlers.errors.record("s3-transfer", exc)
+        if span is not None:
             _close(inst, span, token)
+        return original(self, *args, **kwargs)
+    try:
+        return original(carrier, *args, **kwargs)
+    except BaseException as exc:
+        _record_failure(inst, span, exc, self, _keys(name, index, args, kwargs))
+        raise
+    finally:
+        _close(inst, span, token)
 
-    transfer._evobs_original = original  # type: ignore[attr-defined]
-    return transfer
+
+def _instrumented(client: Any) -> bool:
+    """Whether ``client`` has evobs's base class (``_client.is_instrumented``, which this
+    module cannot import: ``_client`` loads it at the first transfer); only that class
+    defines ``_evobs_parent``."""
+    return hasattr(type(client), "_evobs_parent")
 
 
 _SOURCE_CLIENT_INDEX: Final = 5  # copy(CopySource, Bucket, Key, ExtraArgs, Callback, SourceClient)
@@ -193,25 +194,12 @@ def _carry_source_client(
     """``copy``'s HeadObject runs on ``SourceClient``: carry the context there too."""
     if len(args) > _SOURCE_CLIENT_INDEX:
         source = args[_SOURCE_CLIENT_INDEX]
-        if is_instrumented(source):
+        if _instrumented(source):
             args = (
                 *args[:_SOURCE_CLIENT_INDEX],
                 carrying(source, parent),
                 *args[_SOURCE_CLIENT_INDEX + 1 :],
             )
-    elif is_instrumented(kwargs.get("SourceClient")):
+    elif _instrumented(kwargs.get("SourceClient")):
         kwargs = {**kwargs, "SourceClient": carrying(kwargs["SourceClient"], parent)}
     return args, kwargs
-
-
-def wrap_transfer_methods(attributes: dict[str, Any]) -> None:
-    """Wrap boto3's transfer methods in a client's ``class_attributes`` (once)."""
-    for name, index in TRANSFER_METHODS.items():
-        original = attributes.get(name)
-        if (
-            not callable(original)
-            or hasattr(original, "_evobs_original")
-            or inspect.iscoroutinefunction(original)
-        ):
-            continue
-        attributes[name] = _wrap(name, index, original)

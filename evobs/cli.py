@@ -215,8 +215,8 @@ class _DemoRun:
         from opentelemetry.sdk.trace import TracerProvider
 
         from . import instrument
-        from ._env import flag
         from ._export import build_resource
+        from ._options import flag
         from .demo.assistant import Assistant, bedrock_endpoint
         from .demo.summary import SpanCollector, render_summary
         from .demo.workload import EXPECTED_ERRORS, Workload, demo_endpoint, demo_session

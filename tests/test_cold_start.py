@@ -38,18 +38,19 @@ NEVER = (
     "opentelemetry.sdk.trace.export",
     "opentelemetry.propagate",
     # prometheus_client (its HTTP server, wsgiref): with no registry passed, evobs's
-    # families wait for it to be imported (``evobs._deferred_registry``).
+    # families wait for it to be imported (``evobs._registry``).
     "prometheus_client",
     "http.server",
     "socketserver",
     "wsgiref",
-    # GenAI beyond the metric names: loaded by the first Bedrock Runtime call.
+    # GenAI: its metric families come with the first Bedrock Runtime client, the rest
+    # with its first call.
     "evobs.signals._genai_spans",
+    "evobs.signals._genai_metrics",
     "evobs.services.bedrock_runtime",
-    "evobs.genai.model",
-    "evobs.genai.runtime",
-    "evobs.genai.stream",
-    "evobs.genai.capture",
+    "evobs.genai",
+    # S3's managed transfers: loaded by the first transfer, not by an S3 client.
+    "evobs._transfer",
 )
 #: What only the traces signal needs (the OpenTelemetry SDK: none of evobs's other parts).
 TRACES = (
@@ -77,7 +78,6 @@ PROMETHEUS = (
     "wsgiref",
     "evobs._selfmetrics",
     "evobs._registry",
-    "evobs._deferred_registry",
 )
 LOGS = ("evobs.signals.logs",)
 

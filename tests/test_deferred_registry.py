@@ -1,4 +1,4 @@
-"""prometheus_client's global registry, deferred (``evobs._deferred_registry``).
+"""prometheus_client's global registry, deferred (``evobs._registry``).
 
 With no ``registry=`` and prometheus_client not yet imported, ``instrument()`` does not
 import it (its exposition code, ``http.server`` and ``wsgiref`` cost a Lambda cold
@@ -36,6 +36,9 @@ GENAI = (
     "evobs.genai.runtime",
     "evobs.genai.stream",
     "evobs.genai.capture",
+    "evobs.genai",
+    "evobs.genai.semconv",
+    "evobs.signals._genai_metrics",
 )
 
 
@@ -44,7 +47,7 @@ def loaded(names):
 
 
 def hooked():
-    hook = "evobs._deferred_registry"
+    hook = "evobs._registry"
     return [type(f).__module__ for f in sys.meta_path if type(f).__module__ == hook]
 
 
@@ -119,7 +122,7 @@ report(heavy=loaded(HEAVY), genai=loaded(GENAI), hooked=hooked(), error=error)
     assert report["error"] == "EndpointConnectionError"
     assert report["heavy"] == []
     assert report["genai"] == []
-    assert report["hooked"] == ["evobs._deferred_registry"]
+    assert report["hooked"] == ["evobs._registry"]
 
 
 def test_import_after_calls_registers_the_recorded_families(tmp_path: Path) -> None:
@@ -169,11 +172,11 @@ report(
         "aws_sdk_call_duration_seconds",
         "aws_sdk_call_errors",
         "aws_sdk_clients_created",
-        "gen_ai_client_token_usage",
         "evobs_handler_errors",
         "evobs_log_events_suppressed",
     ):
         assert f"# TYPE {family}" in text, family
+    assert "gen_ai_" not in text  # made with the first Bedrock Runtime client only
     assert "aws_sdk_call_errors_created{" in text
     assert report["first"] == 1.0
     assert report["second"] == 2.0
@@ -214,7 +217,7 @@ report(
 """,
         tmp_path,
     )
-    hook = ["evobs._deferred_registry"]
+    hook = ["evobs._registry"]
     assert report["both"] == hook
     assert report["one"] == hook
     assert report["none"] == []
@@ -231,7 +234,7 @@ def test_a_failure_in_deferred_registration_is_counted_not_raised(tmp_path: Path
     other families are registered."""
     report = _run(
         r"""
-from evobs._deferred_registry import global_registry
+from evobs._registry import global_registry
 from evobs.signals._series import GaugeFamily
 
 records = []

@@ -79,11 +79,18 @@ def _ours(registry: CollectorRegistry) -> dict[str, Any]:
 
 def test_table_lists_exactly_the_registered_families() -> None:
     """After instrument(), the registry holds exactly the documented families, each
-    with the documented type and label names."""
+    with the documented type and label names: the ``gen_ai_*`` ones from the first
+    Bedrock Runtime client on (a process that never calls Bedrock has none)."""
     rows = doc_rows()
     assert len(rows) == 19
     registry = CollectorRegistry()
-    handle = evobs.instrument(boto3.Session(region_name="us-east-1"), registry=registry)
+    session = boto3.Session(region_name="us-east-1")
+    handle = evobs.instrument(session, registry=registry)
+    session.client("s3", endpoint_url="http://127.0.0.1:1")
+    genai = {name for name in rows if name.startswith("gen_ai_") or "bedrock" in name}
+    assert len(genai) == 4
+    assert set(_ours(registry)) == set(rows) - genai
+    session.client("bedrock-runtime", endpoint_url="http://127.0.0.1:1")
     handle.uninstrument()
     collectors = _ours(registry)
     assert set(collectors) == set(rows)

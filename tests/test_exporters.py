@@ -42,12 +42,19 @@ def load(path: Path) -> Any:
 
 def metric_catalog() -> dict[str, frozenset[str]]:
     """Every sample name evobs can emit, with its label names, read from a real
-    registry after ``instrument()`` (the families are created there, once)."""
+    registry after ``instrument()`` and a Bedrock Runtime client (the families are
+    created there, once; the GenAI ones with the first such client)."""
     registry = CollectorRegistry()
-    handle = evobs.instrument(
-        botocore.session.get_session(), registry=registry, signals=["metrics"]
-    )
+    session = botocore.session.get_session()
+    handle = evobs.instrument(session, registry=registry, signals=["metrics"])
     try:
+        session.create_client(
+            "bedrock-runtime",
+            region_name="us-east-1",
+            endpoint_url="http://127.0.0.1:1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
         collectors = dict(registry._names_to_collectors)  # name -> collector, all samples
     finally:
         handle.uninstrument()

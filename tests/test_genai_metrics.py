@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+import boto3
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -179,18 +180,56 @@ def test_the_cap_is_shared_by_every_instrumentation_of_a_registry(
     assert counts["other"] == 80 - cap
 
 
-def test_families_exist_from_instrument_time(bedrock_server: BedrockServer) -> None:
-    """The four GenAI families are registered by ``instrument()`` (a conflict is reported
-    there), before any Bedrock call; they hold no series until one is made."""
-    registry = CollectorRegistry()
-    handle = evobs.instrument(client_for(bedrock_server), registry=registry, signals=["metrics"])
-    handle.uninstrument()
-    text = generate_latest(registry).decode()
-    for name in (
+def test_families_exist_from_the_first_bedrock_runtime_client(
+    bedrock_server: BedrockServer,
+) -> None:
+    """The four GenAI families are registered with the first Bedrock Runtime client a
+    session creates, before any Bedrock call, and hold no series until one is made; a
+    process that never creates one neither loads nor exposes them."""
+    names = (
         "gen_ai_client_token_usage",
         "gen_ai_client_operation_duration_seconds",
         "gen_ai_client_operation_time_to_first_chunk_seconds",
         "aws_sdk_bedrock_guardrail_interventions_total",
-    ):
+    )
+    registry = CollectorRegistry()
+    session = boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
+    handle = evobs.instrument(session, registry=registry, signals=["metrics"])
+    try:
+        session.client("s3", endpoint_url=bedrock_server.url)
+        text = generate_latest(registry).decode()
+        assert not any(name in text for name in names)
+        session.client("bedrock-runtime", endpoint_url=bedrock_server.url)
+    finally:
+        handle.uninstrument()
+    text = generate_latest(registry).decode()
+    for name in names:
         assert f"# TYPE {name} " in text, name
     assert "gen_ai_client_token_usage_count" not in text
+
+
+def test_a_clash_with_a_genai_family_costs_only_genai(bedrock_server: BedrockServer) -> None:
+    """A registry that already has a ``gen_ai_client_token_usage`` of its own: the first
+    Bedrock Runtime client reports the clash once (``evobs_handler_errors_total``), the
+    user's metric is untouched, and the calls still count in every other family."""
+    from prometheus_client import Counter
+
+    registry = CollectorRegistry()
+    Counter("gen_ai_client_token_usage", "the application's own", registry=registry)
+    session = boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
+    handle = evobs.instrument(session, registry=registry, signals=["metrics"])
+    try:
+        client = session.client("bedrock-runtime", endpoint_url=bedrock_server.url)
+        for _ in range(2):
+            client.converse(modelId=NOVA, messages=MESSAGES)
+    finally:
+        handle.uninstrument()
+    errors = registry.get_sample_value("evobs_handler_errors_total", {"event": "client_created"})
+    assert errors == 1.0
+    assert registry.get_sample_value("gen_ai_client_token_usage_total") == 0.0
+    labels = {"service": "Bedrock Runtime", "operation": "Converse"}
+    assert registry.get_sample_value("aws_sdk_call_attempts_total", labels) == 2.0

@@ -193,7 +193,7 @@ class LockTable:
     @classmethod
     def alias(cls, old: Any, new: CollectorRegistry) -> None:
         """From now on ``new`` has the locks of ``old`` (the pending stand-in of
-        ``REGISTRY``, ``_deferred_registry``): its families and later ones share them."""
+        ``REGISTRY``, ``_registry``): its families and later ones share them."""
         with _TABLES_GUARD:
             table = _TABLES.get(old)
             if table is not None and new not in _TABLES:

@@ -29,7 +29,6 @@ from .._compat.prometheus import histogram_bounds, multiprocess_mode
 from .._fork import ForkSafeLock
 from .._registry import MetricConflictError, family
 from . import SignalBase
-from ._genai_metrics import GenAIMetrics
 from ._labels import ERROR_TYPE_CAP, LOCAL_BUCKETS, NO_REGION, OTHER, ErrorTypes
 from ._series import CounterFamily, GaugeFamily, HistogramFamily, Writer, lock_of
 
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
     from .._operation import Operation
     from .._options import Options
     from . import ClientCreated, ResourceCreated
+    from ._genai_metrics import GenAIMetrics
 
 __all__ = [
     "ERROR_TYPE_CAP",
@@ -52,6 +52,10 @@ __all__ = [
 ]
 
 _NS: Final = 1e-9
+#: botocore's service id of Bedrock Runtime (``evobs.genai.runtime.SERVICE``, which is
+#: not imported for it: it loads the GenAI code), whose first client makes the GenAI
+#: families.
+GENAI_SERVICE: Final = "Bedrock Runtime"
 _EXEMPLAR_INTERVAL_NS: Final = 1_000_000_000
 
 
@@ -295,6 +299,18 @@ class _Op:
         self.other_error: Any = None
 
 
+class _NoGenAI:
+    """Where the GenAI families could not be made (a name clash): nothing recorded."""
+
+    __slots__ = ()
+
+    def call_ended(self, call: Call) -> None:
+        pass
+
+
+_NO_GENAI: Final = _NoGenAI()
+
+
 class MetricsSignal(SignalBase):
     """Renders call records as the Prometheus families of DESIGN section 4."""
 
@@ -307,6 +323,7 @@ class MetricsSignal(SignalBase):
         "_genai",
         "_lock",
         "_ops",
+        "_registry",
         "_resources",
         "_services",
     )
@@ -315,8 +332,11 @@ class MetricsSignal(SignalBase):
 
     def __init__(self, registry: CollectorRegistry, options: Options) -> None:
         self._families = _Families(registry, tuple(options.duration_buckets))
-        #: Token usage, operation duration, time to first chunk, guardrail interventions.
-        self._genai = GenAIMetrics(registry)
+        self._registry = registry
+        #: Token usage, operation duration, time to first chunk, guardrail interventions:
+        #: made with the first Bedrock Runtime client (``_genai_metrics``), so that a
+        #: process that never calls Bedrock neither loads nor exposes them.
+        self._genai: GenAIMetrics | _NoGenAI | None = None
         self._error_types = _error_types(self._families.errors)
         # prometheus_client keeps no exemplars in multiprocess mode: build none. Otherwise
         # the duration series are evobs's own, which throttle them (``exemplar_due``).
@@ -406,7 +426,7 @@ class MetricsSignal(SignalBase):
                 if attempts:
                     _attempts(w, m, attempts, retried)
             if call.genai is not None:  # Bedrock Runtime's inference calls
-                self._genai.call_ended(call)
+                (self._genai or self._genai_metrics()).call_ended(call)
         finally:
             if not settled:  # whatever failed above, in-flight goes back where it was
                 with svc.lock as w:
@@ -439,7 +459,22 @@ class MetricsSignal(SignalBase):
         due[index] = now + _EXEMPLAR_INTERVAL_NS
         return {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
 
+    def _genai_metrics(self) -> GenAIMetrics | _NoGenAI:
+        """The GenAI families, made once. A name clash with them is raised here once,
+        at the first Bedrock Runtime client or call (and counted as that event's
+        handler error); GenAI is then left out of this signal, the rest goes on."""
+        with self._lock:
+            genai = self._genai
+            if genai is None:
+                self._genai = _NO_GENAI
+                from ._genai_metrics import GenAIMetrics
+
+                genai = self._genai = GenAIMetrics(self._registry)
+            return genai
+
     def client_created(self, event: ClientCreated) -> None:
+        if event.service == GENAI_SERVICE and self._genai is None:
+            self._genai_metrics()  # in the first scrape after the client exists
         children = self._clients.get(event.service)
         if children is None:
             f = self._families
@@ -540,7 +575,7 @@ def start_metrics_server(
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         else:
-            from .._deferred_registry import global_registry
+            from .._registry import global_registry
 
             registry = global_registry()  # imported now: evobs's families are registered
     try:
