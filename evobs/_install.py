@@ -281,7 +281,6 @@ class Instrumentation:
             emitter.register_first(f"{event}.*.*", getattr(handlers, attr), unique_id=_UID + event)
 
     def install_session(self, emitter: Any) -> None:
-        self._register_per_call(emitter)
         emitter = unaliased(emitter)
         emitter.register_first(
             "creating-client-class",
@@ -293,6 +292,7 @@ class Instrumentation:
             self.handlers.resource_created,
             unique_id=_UID + "creating-resource-class",
         )
+        self._register_per_call(emitter)
 
     def install_client(self, client: Any) -> None:
         self._register_per_call(client.meta.events)

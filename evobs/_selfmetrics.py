@@ -37,16 +37,10 @@ def resolve(registry: CollectorRegistry | None) -> CollectorRegistry:
 
 
 def counter_factory() -> Any:
-    """evobs's counter family, or prometheus_client's in multiprocess mode."""
-    from ._compat.prometheus import multiprocess_mode
+    """The counter family class (``_series.family_classes``)."""
+    from .signals._series import family_classes
 
-    if multiprocess_mode():
-        from prometheus_client import Counter
-
-        return Counter
-    from .signals._series import CounterFamily
-
-    return CounterFamily
+    return family_classes()[0]
 
 
 def handler_errors(registry: CollectorRegistry | None) -> Any:

@@ -19,12 +19,11 @@ import weakref
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Final
 
-from .._compat.prometheus import multiprocess_mode
 from .._fork import ForkSafeLock
 from .._registry import family
 from ..genai import semconv
 from ._labels import OTHER
-from ._series import CounterFamily, HistogramFamily, lock_of
+from ._series import family_classes, lock_of
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -85,15 +84,6 @@ def _labels_of(duration: Any) -> _Labels:
         return found
 
 
-def _factories() -> tuple[Any, Any]:
-    """(histogram, counter): evobs's families, prometheus_client's in multiprocess mode."""
-    if multiprocess_mode():
-        from prometheus_client import Counter, Histogram
-
-        return Histogram, Counter
-    return HistogramFamily, CounterFamily
-
-
 def _histogram(registry: CollectorRegistry, spec: semconv.MetricSpec, factory: Any) -> Any:
     return family(
         registry, factory, spec.prometheus, spec.description, spec.labels, buckets=spec.buckets
@@ -107,7 +97,7 @@ class GenAIMetrics:
     __slots__ = ("_children", "_duration", "_guardrail", "_labels", "_tokens", "_ttfc")
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        histogram, counter = _factories()
+        counter, _, histogram = family_classes()
         self._tokens = _histogram(registry, semconv.TOKEN_USAGE, histogram)
         self._duration = _histogram(registry, semconv.OPERATION_DURATION, histogram)
         self._ttfc = _histogram(registry, semconv.TIME_TO_FIRST_CHUNK, histogram)

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from .._compat.prometheus import use_created
+from .._compat.prometheus import multiprocess_mode, use_created
 from .._fork import ForkSafeLock
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ __all__ = [
     "ValueSeries",
     "Writer",
     "count",
+    "family_classes",
     "lock_of",
 ]
 
@@ -147,6 +148,17 @@ class _PrometheusChildren:
 _PROMETHEUS_WRITER: Final = _PrometheusWriter()
 #: The "lock" of prometheus_client's children (multiprocess mode).
 PROMETHEUS_CHILDREN: Final = _PrometheusChildren()
+
+
+def family_classes() -> tuple[Any, Any, Any]:
+    """The (counter, gauge, histogram) family classes every evobs family is made of: its
+    own, prometheus_client's in multiprocess mode (where values live in its files; then
+    prometheus_client is imported now)."""
+    if multiprocess_mode():
+        from prometheus_client import Counter, Gauge, Histogram
+
+        return Counter, Gauge, Histogram
+    return CounterFamily, GaugeFamily, HistogramFamily
 
 
 def lock_of(series: Any) -> SeriesLock | _PrometheusChildren:

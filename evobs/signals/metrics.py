@@ -30,7 +30,7 @@ from .._fork import ForkSafeLock
 from .._registry import MetricConflictError, family
 from . import SignalBase
 from ._labels import ERROR_TYPE_CAP, LOCAL_BUCKETS, NO_REGION, OTHER, ErrorTypes
-from ._series import CounterFamily, GaugeFamily, HistogramFamily, Writer, lock_of
+from ._series import GaugeFamily, Writer, family_classes, lock_of
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter
@@ -66,17 +66,14 @@ def _multiprocess() -> bool:
 
 def _histogram(
     registry: CollectorRegistry,
+    factory: Any,
     name: str,
     doc: str,
     labelnames: tuple[str, ...],
     buckets: tuple[float, ...],
-    own: bool = False,
 ) -> Any:
-    """A histogram family: evobs's own (``own``: single-process) or prometheus_client's."""
-    if own:
-        factory: Any = HistogramFamily
-    else:
-        from prometheus_client import Histogram as factory
+    """A histogram family (of ``_series.family_classes``), its buckets checked against
+    those of the family the registry may already share."""
     metric: Any = family(registry, factory, name, doc, labelnames, buckets=buckets)
     existing = histogram_bounds(metric)  # both kinds of family have it
     if existing is not None and existing != tuple(buckets):
@@ -115,21 +112,14 @@ class _Families:
         # The families are evobs's own (``_series``: one lock per service, the structural
         # lock rule; prometheus_client is imported only to collect them), prometheus_client's
         # in multiprocess mode, where values live in its files.
-        own = not _multiprocess()
-        counter: Any
-        gauge: Any
-        if own:
-            counter, gauge = CounterFamily, GaugeFamily
-        else:
-            from prometheus_client import Counter as counter
-            from prometheus_client import Gauge as gauge
+        counter, gauge, histogram = family_classes()
         self.call_duration = _histogram(
             registry,
+            histogram,
             "aws_sdk_call_duration_seconds",
             "AWS API call duration, all attempts and backoff included",
             (*op, "region", "outcome"),
             buckets,
-            own=own,
         )
         self.errors = family(
             registry,
@@ -154,35 +144,35 @@ class _Families:
         )
         self.attempt_duration = _histogram(
             registry,
+            histogram,
             "aws_sdk_call_attempt_duration_seconds",
             "Duration of one HTTP attempt (signing, sending, receiving)",
             op,
             buckets,
-            own=own,
         )
         self.backoff = _histogram(
             registry,
+            histogram,
             "aws_sdk_retry_backoff_seconds",
             "Time slept between attempts before a retry",
             svc,
             buckets,
-            own=own,
         )
         self.serialization = _histogram(
             registry,
+            histogram,
             "aws_sdk_call_serialization_duration_seconds",
             "Time to validate and serialize the request parameters",
             op,
             LOCAL_BUCKETS,
-            own=own,
         )
         self.signing = _histogram(
             registry,
+            histogram,
             "aws_sdk_call_signing_duration_seconds",
             "Time to sign one attempt, credential resolution included",
             svc,
             LOCAL_BUCKETS,
-            own=own,
         )
         self.in_flight = family(
             registry,
@@ -190,18 +180,18 @@ class _Families:
             "aws_sdk_calls_in_flight",
             "AWS API calls in progress",
             svc,
-            **({} if own else {"multiprocess_mode": "livesum"}),
+            **({} if gauge is GaugeFamily else {"multiprocess_mode": "livesum"}),
         )
         self.clients = family(
             registry, counter, "aws_sdk_clients_created", "botocore clients created", svc
         )
         self.client_duration = _histogram(
             registry,
+            histogram,
             "aws_sdk_client_creation_duration_seconds",
             "Time to construct one botocore client",
             svc,
             buckets,
-            own=own,
         )
         self.resources = family(
             registry,
