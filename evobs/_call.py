@@ -134,7 +134,7 @@ class Attempt:
 
 
 class Call:
-    """One API call, from provide-client-params to after-call(-error).
+    """One API call, from the client's ``_make_api_call`` (its call frame) to after-call(-error).
 
     Lives in botocore's per-call ``context`` dict. Survives ``copy.deepcopy``
     (botocore deep-copies that dict for some operations) by being returned as is.
@@ -155,6 +155,7 @@ class Call:
         "http_method",
         "http_status",
         "invocation_id",
+        "notes",
         "op",
         "outcome",
         "owner",
@@ -222,6 +223,9 @@ class Call:
         #: The response stream the call returned, followed after the call ends (a GenAI
         #: stream): signals subscribe to its end. None when the call returned no stream.
         self.stream: StreamHandle | None = None
+        #: What the operation's hooks keep from the request for the response
+        #: (ReceiveMessage: the attributes evobs asked for that the user did not).
+        self.notes: Any = None
 
     # The record is shared, never copied: botocore deep-copies the context dict.
     def __deepcopy__(self, memo: dict[int, Any]) -> Call:

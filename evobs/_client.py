@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import context as otel_context
 
-from ._handlers import CallFrame
+from ._operation import operation_for
 
 if TYPE_CHECKING:
     from ._install import Instrumentation
+    from ._operation import Operation
 
 __all__ = [
     "TRANSFER_METHODS",
@@ -48,6 +49,9 @@ class _TimedConstruction:
 
     _evobs: Instrumentation | None = None
     _evobs_class_ns: int = 0
+    #: This client's region and its operations (``evobs._operation``) by name, looked
+    #: up at its first call of each: a client's service model and region never change.
+    _evobs_ops: tuple[str | None, dict[str, Operation]] | None = None
     #: The OTel context an s3transfer carrier clone runs its calls in (``_transfer``).
     _evobs_parent: otel_context.Context | None = None
 
@@ -72,7 +76,8 @@ class InstrumentedClient(_TimedConstruction):
         inst = self._evobs
         if inst is None or not inst.handlers.enabled:
             return super()._make_api_call(operation_name, api_params)  # type: ignore[misc]
-        frame = CallFrame(inst.handlers, self._evobs_parent)
+        region, op = _operation(self, operation_name)
+        frame = inst.handlers.open_frame(op, region, api_params, self._evobs_parent)
         error: BaseException | None = None
         try:
             return super()._make_api_call(operation_name, api_params)  # type: ignore[misc]
@@ -94,7 +99,8 @@ class AsyncInstrumentedClient(_TimedConstruction):
         inst = self._evobs
         if inst is None or not inst.handlers.enabled:
             return await super()._make_api_call(operation_name, api_params)  # type: ignore[misc]
-        frame = CallFrame(inst.handlers, self._evobs_parent)
+        region, op = _operation(self, operation_name)
+        frame = inst.handlers.open_frame(op, region, api_params, self._evobs_parent)
         error: BaseException | None = None
         try:
             return await super()._make_api_call(operation_name, api_params)  # type: ignore[misc]
@@ -104,6 +110,24 @@ class AsyncInstrumentedClient(_TimedConstruction):
         finally:
             frame.close(error)
             error = None
+
+
+def _operation(client: _TimedConstruction, name: str) -> tuple[str | None, Operation | None]:
+    """The client's region and the operation ``name`` (None where the client cannot say:
+    the call is then adopted at before-call, as for a client evobs did not build)."""
+    known = client._evobs_ops
+    if known is not None:
+        op = known[1].get(name)
+        if op is not None:
+            return known[0], op
+    try:
+        meta: Any = getattr(client, "meta", None)
+        if known is None:
+            known = client._evobs_ops = (meta.region_name, {})
+        op = known[1][name] = operation_for(meta.service_model.operation_model(name))
+        return known[0], op
+    except Exception:
+        return None, None  # an unknown operation: botocore raises it, with its own words
 
 
 def base_class_for(classes: Iterable[type]) -> type[_TimedConstruction]:

@@ -1,10 +1,12 @@
 """The handlers: one small function per botocore event, feeding one Call record.
 
-Every per-call handler is registered first on ``<event>.*.*`` (see ``_install``),
-catches its own exceptions, and returns None: returning a value from before-call,
-before-send or needs-retry would change the call. The call's result is recorded by
-the first after-call / after-call-error handler; the call ends when the client's
-``_make_api_call`` returns or raises (its :class:`CallFrame` closes), after every
+A call starts in the client's ``_make_api_call`` (its :class:`CallFrame`, opened by the
+base class evobs adds: ``_client``), which has the operation and the user's params:
+no provide-client-params handler is needed. Every per-call handler is registered first
+on ``<event>.*.*`` (see ``_install``), catches its own exceptions, and returns None:
+returning a value from before-call, before-send or needs-retry would change the call.
+The call's result is recorded by the first after-call / after-call-error handler; the
+call ends when the frame closes (``_make_api_call`` returns or raises), after every
 handler of those events: the user's own after-call handlers see the call span as
 current and recording (DESIGN 2), and no handler of evobs's runs last on them.
 """
@@ -24,7 +26,7 @@ from ._compat.botocore import PREPARED_REQUEST_HAS_CONTEXT
 from ._compat.otel_api import instrumentation_suppressed
 from ._fork import after_fork_in_child
 from ._lazy import lazy_names
-from ._operation import operation_for
+from ._operation import Operation, operation_for
 from .signals import ClientCreated, ResourceCreated, receivers
 
 if TYPE_CHECKING:
@@ -120,11 +122,13 @@ class CallFrame:
     Live frames are known by thread, so a forked child forgets the calls of threads it
     does not have."""
 
-    __slots__ = ("__weakref__", "calls", "handlers", "parent_token", "token")
+    __slots__ = ("__weakref__", "calls", "handlers", "parent_token", "pending", "token")
 
     def __init__(self, handlers: Handlers, parent: otel_context.Context | None = None) -> None:
         self.handlers = handlers
         self.calls: list[Call] = []
+        #: The call this frame opened, until its before-call (or after-call) adopts it.
+        self.pending: Call | None = None
         self.parent_token = None if parent is None else otel_context.attach(parent)
         self.token = _CALL_FRAME.set(self)
         _LIVE_FRAMES[self] = get_ident()
@@ -267,32 +271,53 @@ class Handlers:
 
     # -- the per-call events ------------------------------------------------------
 
-    def provide_client_params(
-        self, params: Any = None, model: Any = None, context: Any = None, **_: Any
-    ) -> None:
+    def open_frame(
+        self,
+        op: Operation | None,
+        region: str | None,
+        params: Any,
+        parent: otel_context.Context | None = None,
+    ) -> CallFrame:
+        """The frame of one ``_make_api_call`` (see ``_client``), and the call it makes:
+        its start, its params as the user passed them, and for operations that need it
+        its span (messaging) or the request's facts (GenAI) before botocore sees the
+        params. No provide-client-params handler: one event dispatch less per call."""
+        frame = CallFrame(self, parent)
+        if op is None:
+            return frame
         try:
-            if context is None or not self.enabled or context.get("is_presign_request"):
-                return
-            call = self._new_call(model, context, perf_counter_ns())
-            call.params = params if isinstance(params, dict) else None
-            op = call.op
+            call = frame.pending = Call(op, region, perf_counter_ns())
+            call.suppressed = instrumentation_suppressed()
+            if isinstance(params, dict):
+                call.params = params
             if op.early_span:
                 self._start(call)
             extractor = op.extractor
-            if extractor is not None:
-                if (
-                    extractor.edit is not None
-                    and call.params is not None
-                    and self.options.propagate_messages
-                ):
-                    # Messaging propagation (a documented feature): edits botocore's kwargs
+            if extractor is not None and call.params is not None:
+                if extractor.edit is not None and self.options.propagate_messages:
+                    # Messaging propagation (a documented feature): edits the call's kwargs
                     # dict, replacing nested values with copies, never the user's objects.
-                    extractor.edit(call, call.params, context)
-                elif extractor.start is not None and call.params is not None:
+                    extractor.edit(call, call.params)
+                elif extractor.start is not None:
                     # GenAI facts, before the span starts: its name depends on them.
                     extractor.start(call, call.params, self.options)
         except Exception as exc:
-            self.errors.record("provide-client-params", exc)
+            self.errors.record("call-start", exc)
+        return frame
+
+    def _adopt(self, model: Any, context: dict[str, Any], now: int) -> Call | None:
+        """The call of a before-call (or after-call) that finds none in its context: the
+        one its client's frame opened, else a new one (no frame: a client instrumented
+        mid-call, see ``_start``); None for what is not a call (a presigned URL)."""
+        if not self.enabled or context.get("is_presign_request"):
+            return None
+        frame = _CALL_FRAME.get()
+        call = None if frame is None else frame.pending
+        if frame is None or call is None:
+            return self._new_call(model, context, now)
+        frame.pending = None  # once: the frame makes one call
+        context[CALL_KEY] = call
+        return call
 
     def before_call(
         self,
@@ -306,11 +331,9 @@ class Handlers:
             if context is None:
                 return
             now = perf_counter_ns()
-            call = context.get(CALL_KEY)
+            call = context.get(CALL_KEY) or self._adopt(model, context, now)
             if call is None:
-                if not self.enabled or context.get("is_presign_request"):
-                    return
-                call = self._new_call(model, context, now)
+                return
             call.serialized_ns = now
             call.signer = request_signer
             if isinstance(params, dict):
@@ -434,9 +457,11 @@ class Handlers:
             call = context.get(CALL_KEY)
             if call is None:
                 # e.g. botocore's Stubber answering before a late-registered before-call.
-                if not self.enabled or context.get("is_presign_request") or model is None:
+                if model is None:
                     return
-                call = self._new_call(model, context, now)
+                call = self._adopt(model, context, now)
+                if call is None:
+                    return
             if call.ended or call.end_ns is not None:
                 return
             if not call.started:
@@ -452,7 +477,7 @@ class Handlers:
                 extractor = call.op.extractor
                 if extractor is not None:  # before any user handler sees the response
                     if extractor.finish is not None:
-                        extractor.finish(parsed, context)
+                        extractor.finish(parsed, call)
                     elif extractor.result is not None:
                         extractor.result(call, parsed, self.errors)
             _read_invocation(call, context)

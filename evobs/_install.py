@@ -44,10 +44,10 @@ __all__ = [
     "validate_providers",
 ]
 
-#: (event, handler attribute) for the seven per-call events, each registered
-#: first on ``<event>.*.*`` so it runs before every other handler of the event.
+#: (event, handler attribute) for the six per-call events evobs needs, each registered
+#: first on ``<event>.*.*`` so it runs before every other handler of the event (the
+#: call itself starts in the client's frame, where provide-client-params fires).
 _PER_CALL: Final = (
-    ("provide-client-params", "provide_client_params"),
     ("before-call", "before_call"),
     ("request-created", "request_created"),
     ("before-send", "before_send"),

@@ -1,13 +1,14 @@
 """Trace context into messages (producers) and back out of them (consumers).
 
-Producers: at provide-client-params the send call's own span already exists (its
-operation has ``early_span``), so its context is injected with the globally configured
+Producers: as the call starts (in the client's call frame, before botocore or any
+provide-client-params handler sees the params) the send call's own span already exists
+(its operation has ``early_span``), so its context is injected with the globally configured
 propagator (``opentelemetry.propagate.inject``, W3C ``traceparent`` by default) into
 SQS/SNS message attributes, Lambda's ClientContext ``custom`` map, or, for EventBridge
 entries (which have no attributes), the entry's ``TraceHeader`` in X-Ray format.
 
 Rules: never a payload, never the user's objects (nested dicts and lists are replaced by
-copies in botocore's own kwargs dict), never over a service limit (10 message
+copies in the call's own kwargs dict), never over a service limit (10 message
 attributes, message and batch sizes, 3583 bytes of ClientContext): a message that
 would not fit is sent as the user wrote it and counted in the span attribute
 ``aws.sdk.propagation.skipped``. The call never fails because of propagation.
@@ -69,7 +70,6 @@ SNS_MAX_BYTES: Final = 262_144  # SNS message and PublishBatch payload
 EVENTS_MAX_BYTES: Final = 262_144  # EventBridge PutEvents request entries
 CLIENT_CONTEXT_MAX: Final = 3583  # Lambda ClientContext, base64-encoded bytes
 
-_ADDED_KEY: Final = "evobs.receive_added"  # key in botocore's per-call context dict
 _XRAY: Final = "AWSTraceHeader"
 _ALL: Final = frozenset({"All", ".*"})
 
@@ -148,7 +148,7 @@ def _merge(
 def inject_message_attributes(body_key: str, limit: int) -> Any:
     """An edit for one-message sends (SQS SendMessage, SNS Publish)."""
 
-    def inject(call: Call, params: dict[str, Any], context: dict[str, Any]) -> None:
+    def inject(call: Call, params: dict[str, Any]) -> None:
         carrier = _carrier()
         if not carrier:
             return
@@ -166,7 +166,7 @@ def inject_message_batch(list_key: str, body_key: str, limit: int) -> Any:
     """An edit for batch sends (SendMessageBatch, PublishBatch): per entry, within the
     count limit per entry and the size limit for the whole batch."""
 
-    def inject(call: Call, params: dict[str, Any], context: dict[str, Any]) -> None:
+    def inject(call: Call, params: dict[str, Any]) -> None:
         entries = params.get(list_key)
         if not isinstance(entries, list | tuple) or not entries:
             return
@@ -265,7 +265,7 @@ def parse_xray(header: Any) -> SpanContext | None:
     return context if context.is_valid else None
 
 
-def inject_trace_header(call: Call, params: dict[str, Any], context: dict[str, Any]) -> None:
+def inject_trace_header(call: Call, params: dict[str, Any]) -> None:
     """EventBridge PutEvents: each entry's ``TraceHeader`` (entries have no attributes)."""
     entries = params.get("Entries")
     if not isinstance(entries, list | tuple) or not entries:
@@ -305,7 +305,7 @@ def inject_trace_header(call: Call, params: dict[str, Any], context: dict[str, A
     _skipped(call, skipped)
 
 
-def inject_client_context(call: Call, params: dict[str, Any], context: dict[str, Any]) -> None:
+def inject_client_context(call: Call, params: dict[str, Any]) -> None:
     """Lambda Invoke: the ``custom`` map of the base64 JSON ClientContext (never the payload)."""
     carrier = _carrier()
     if not carrier:
@@ -354,7 +354,7 @@ def _remember(message_id: Any, carrier: dict[str, str]) -> None:
             _REMEMBERED.popitem(last=False)
 
 
-def prepare_receive(call: Call, params: dict[str, Any], context: dict[str, Any]) -> None:
+def prepare_receive(call: Call, params: dict[str, Any]) -> None:
     """ReceiveMessage: ask for the propagation attributes (and ``AWSTraceHeader``) if the
     user did not, and note what was added so :func:`finish_receive` can remove it."""
     names = params.get("MessageAttributeNames")
@@ -376,12 +376,12 @@ def prepare_receive(call: Call, params: dict[str, Any], context: dict[str, Any])
             params["MessageSystemAttributeNames"] = [*system, _XRAY]
             trace_header = True
     if added or trace_header:
-        context[_ADDED_KEY] = (added, trace_header)
+        call.notes = (added, trace_header)
 
 
-def finish_receive(parsed: dict[str, Any], context: dict[str, Any]) -> None:
+def finish_receive(parsed: dict[str, Any], call: Call) -> None:
     """Remove what :func:`prepare_receive` added from the response, before the user sees it."""
-    noted = context.pop(_ADDED_KEY, None)
+    noted, call.notes = call.notes, None
     if not noted:
         return
     added, trace_header = noted

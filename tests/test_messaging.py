@@ -77,6 +77,30 @@ def test_receive_with_all_attributes_shows_the_traceparent(
     assert message["MessageAttributes"]["traceparent"]["StringValue"] == _traceparent(send)
 
 
+def test_provide_client_params_handlers_see_the_injected_context(
+    instrumented, session, moto_url, recorder
+):
+    """The send's span and its context in the message exist as the call starts, before
+    any provide-client-params handler runs (evobs registers none: the client's call frame
+    starts the call); a handler registered first sees the ``traceparent`` already."""
+    sqs = session.client("sqs", endpoint_url=moto_url)
+    url = _queue(sqs)
+    seen: list[Any] = []
+
+    def look(params: dict[str, Any], **_: Any) -> None:
+        seen.append(copy.deepcopy(params.get("MessageAttributes")))
+
+    sqs.meta.events.register_first("provide-client-params.sqs.SendMessage", look)
+    sqs.send_message(QueueUrl=url, MessageBody="hello")
+    send = recorder.one("SQS.SendMessage")
+    assert seen == [{"traceparent": {"DataType": "String", "StringValue": _traceparent(send)}}]
+    responses = sqs.meta.events.emit(
+        "provide-client-params.sqs.SendMessage", params={}, model=None, context={}
+    )
+    assert look in [handler for handler, _ in responses]
+    assert [h for h, _ in responses if getattr(h, "__module__", "").startswith("evobs")] == []
+
+
 def test_send_batch_injects_per_entry_and_keeps_user_objects(
     instrumented, session, moto_url, recorder
 ):

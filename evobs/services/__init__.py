@@ -54,14 +54,15 @@ SERVICES: Final[Mapping[str, str]] = {
 RequestFn = Callable[[str, dict[str, Any], "Options", dict[str, Any]], None]
 #: ``(operation name, parsed response, attributes)``: add response attributes in place.
 ResponseFn = Callable[[str, dict[str, Any], dict[str, Any]], None]
-#: ``(call, params, context)``: edit the params (messaging propagation), at provide-client-params.
-EditFn = Callable[["Call", dict[str, Any], dict[str, Any]], None]
-#: ``(parsed, context)``: undo what the edit added, at after-call.
-FinishFn = Callable[[dict[str, Any], dict[str, Any]], None]
+#: ``(call, params)``: edit the params (messaging propagation) as the call starts, before
+#: botocore (or any provide-client-params handler) sees them; notes go to ``call.notes``.
+EditFn = Callable[["Call", dict[str, Any]], None]
+#: ``(parsed, call)``: undo what the edit added, at after-call.
+FinishFn = Callable[[dict[str, Any], "Call"], None]
 #: ``(parsed) -> span contexts`` to link the call's span to (message consumers).
 LinksFn = Callable[[dict[str, Any]], list[Any]]
-#: ``(call, params, options)``: record facts of the request on the call, at
-#: provide-client-params, for every call of the operation (sampled or not).
+#: ``(call, params, options)``: record facts of the request on the call as it starts,
+#: for every call of the operation (sampled or not).
 StartFn = Callable[["Call", dict[str, Any], "Options"], None]
 #: ``(call, parsed, errors)``: record facts of the result on the call, at the first
 #: after-call handler, before any user handler sees the response.
@@ -133,13 +134,13 @@ class Extractor:
         self.static: dict[str, Any] = spec.static(name) if spec.static is not None else {}
         self._request = spec.request
         self._response = spec.response
-        #: Edits params at provide-client-params (propagation); only with ``propagate_messages``.
+        #: Edits params as the call starts (propagation); only with ``propagate_messages``.
         self.edit = spec.injects.get(name) or spec.edits.get(name)
         self.injects = name in spec.injects
         #: Undoes the edit's visible effects at after-call (ReceiveMessage).
         self.finish = spec.finishes.get(name)
         self.links = spec.links.get(name)
-        #: Records the request's facts on the call at provide-client-params (GenAI).
+        #: Records the request's facts on the call as it starts (GenAI).
         self.start = spec.starts.get(name)
         #: Records the result's facts on the call at after-call (GenAI).
         self.result = spec.results.get(name)
