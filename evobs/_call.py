@@ -77,14 +77,6 @@ def classify(
     return "ok"
 
 
-def _error_type(code: str | None, exception: BaseException | None) -> str | None:
-    if code is not None:
-        return code
-    if exception is not None:
-        return type(exception).__name__
-    return None
-
-
 class Attempt:
     """One HTTP attempt of a call: request-created to needs-retry."""
 
@@ -127,7 +119,11 @@ class Attempt:
     @property
     def error_type(self) -> str | None:
         """The AWS error code, else the exception class name."""
-        return _error_type(self.error_code, self.exception)
+        code = self.error_code
+        if code is not None:
+            return code
+        exception = self.exception
+        return None if exception is None else type(exception).__name__
 
     def __repr__(self) -> str:
         return f"<Attempt {self.number} {self.outcome} status={self.http_status}>"
@@ -168,6 +164,7 @@ class Call:
         "server_address",
         "server_port",
         "signer",
+        "signing_ns",
         "span_context",
         "start_ns",
         "started",
@@ -185,6 +182,8 @@ class Call:
         self.end_ns: int | None = None
         self.attempts: list[Attempt] = []
         self.backoff_ns = 0
+        #: Time spent signing, over all attempts (each: request-created to before-send).
+        self.signing_ns = 0
         self.started = False
         #: The handlers that started the call: only they end it (their signals hold its span).
         self.owner: Handlers | None = None
@@ -257,13 +256,13 @@ class Call:
         return 0 if self.serialized_ns is None else self.serialized_ns - self.start_ns
 
     @property
-    def signing_ns(self) -> int:
-        return sum(a.signing_ns for a in self.attempts)
-
-    @property
     def error_type(self) -> str | None:
         """The AWS error code, else the exception class name."""
-        return _error_type(self.error_code, self.exception)
+        code = self.error_code
+        if code is not None:
+            return code
+        exception = self.exception
+        return None if exception is None else type(exception).__name__
 
     def __repr__(self) -> str:
         return f"<Call {self.op.span_name} {self.outcome} attempts={len(self.attempts)}>"

@@ -331,9 +331,17 @@ class Handlers:
             if context is None:
                 return
             now = perf_counter_ns()
-            call = context.get(CALL_KEY) or self._adopt(model, context, now)
+            call = context.get(CALL_KEY)
             if call is None:
-                return
+                frame = _CALL_FRAME.get()
+                call = None if frame is None else frame.pending
+                if call is not None and self.enabled and not context.get("is_presign_request"):
+                    frame.pending = None  # type: ignore[union-attr]  # _adopt, inlined
+                    context[CALL_KEY] = call
+                else:
+                    call = self._adopt(model, context, now)
+                    if call is None:
+                        return
             call.serialized_ns = now
             call.signer = request_signer
             if isinstance(params, dict):
@@ -389,7 +397,8 @@ class Handlers:
                     return
                 call, attempt = current
             if attempt.sent_ns is None:
-                attempt.sent_ns = perf_counter_ns()
+                sent = attempt.sent_ns = perf_counter_ns()
+                call.signing_ns += sent - attempt.start_ns
             header = self.request_header
             if header is not None and call.span_context is not None and not call.ended:
                 header(request.headers)  # after signing: never signed
@@ -480,7 +489,11 @@ class Handlers:
                         extractor.finish(parsed, call)
                     elif extractor.result is not None:
                         extractor.result(call, parsed, self.errors)
-            _read_invocation(call, context)
+            retries = context.get("retries")  # _read_invocation, inlined: every call
+            if type(retries) is dict:
+                invocation = retries.get("invocation-id")
+                if invocation is not None:
+                    call.invocation_id = str(invocation)
         except Exception as exc:
             self.errors.record("after-call", exc)
 

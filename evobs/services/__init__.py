@@ -13,6 +13,7 @@ what is already in hand: the user's params and botocore's parsed response.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from importlib import import_module
 from typing import TYPE_CHECKING, Any, Final
 
@@ -117,13 +118,13 @@ class Extractor:
     """One operation's hooks, bound once (``op.extractor``); ``None`` fields cost nothing."""
 
     __slots__ = (
-        "_request",
-        "_response",
         "edit",
         "finish",
         "injects",
         "links",
         "name",
+        "request",
+        "response",
         "result",
         "start",
         "static",
@@ -132,8 +133,16 @@ class Extractor:
     def __init__(self, name: str, spec: ServiceSpec) -> None:
         self.name = name
         self.static: dict[str, Any] = spec.static(name) if spec.static is not None else {}
-        self._request = spec.request
-        self._response = spec.response
+        #: ``(params, options, attrs)``: adds the request attributes (not ``static``, which
+        #: the span starts with) to ``attrs``; for a sampled span only. None: none.
+        self.request: Callable[[dict[str, Any], Options, dict[str, Any]], None] | None = (
+            None if spec.request is None else partial(spec.request, name)
+        )
+        #: ``(parsed, attrs)``: adds the response attributes to ``attrs``; for a sampled
+        #: span only. None: none.
+        self.response: Callable[[dict[str, Any], dict[str, Any]], None] | None = (
+            None if spec.response is None else partial(spec.response, name)
+        )
         #: Edits params as the call starts (propagation); only with ``propagate_messages``.
         self.edit = spec.injects.get(name) or spec.edits.get(name)
         self.injects = name in spec.injects
@@ -144,17 +153,6 @@ class Extractor:
         self.start = spec.starts.get(name)
         #: Records the result's facts on the call at after-call (GenAI).
         self.result = spec.results.get(name)
-
-    def request(self, params: dict[str, Any], options: Options, attrs: dict[str, Any]) -> None:
-        """Adds the request attributes (not ``static``, which the span starts with) to
-        ``attrs``; for a sampled span only."""
-        if self._request is not None:
-            self._request(self.name, params, options, attrs)
-
-    def response(self, parsed: dict[str, Any], attrs: dict[str, Any]) -> None:
-        """Adds the response attributes to ``attrs``; for a sampled span only."""
-        if self._response is not None:
-            self._response(self.name, parsed, attrs)
 
     def __repr__(self) -> str:
         return f"<Extractor {self.name}>"

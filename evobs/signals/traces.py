@@ -167,7 +167,7 @@ class TracesSignal(SignalBase):
             call.span_context = None  # a broken tracer costs only the traces
         if api_request:
             extra: dict[str, Any] = {}
-            call.op.extractor.request(call.params, self._options, extra)  # type: ignore[union-attr,arg-type]
+            call.op.extractor.request(call.params, self._options, extra)  # type: ignore[union-attr,arg-type,misc]
             span.set_attributes(extra)
         hook = self._options.request_hook
         if hook is not None:
@@ -180,13 +180,14 @@ class TracesSignal(SignalBase):
         (the public API path sets them once the span exists and records)."""
         start_time = call.start_ns + WALL_OFFSET_NS
         extractor = call.op.extractor
-        params = call.params if extractor is not None else None
+        request = extractor.request if extractor is not None else None
+        params = call.params if request is not None else None
         pipeline = self._pipeline
         if pipeline is not None:
             try:
                 sampled = pipeline.sample(name, kind, attributes)
                 if params is not None and sampled.recording:  # sampled spans only
-                    extractor.request(params, self._options, sampled.attributes)  # type: ignore[union-attr]
+                    request(params, self._options, sampled.attributes)  # type: ignore[misc]
                 return pipeline.open(name, kind, start_time, sampled), False
             except Exception as exc:
                 pipeline.failed(exc)
@@ -281,7 +282,7 @@ class TracesSignal(SignalBase):
                 attributes["http.request.method"] = call.http_method
         extractor = call.op.extractor
         if extractor is not None:
-            if call.response is not None:
+            if call.response is not None and extractor.response is not None:
                 extractor.response(call.response, attributes)
                 if extractor.links is not None:
                     # The producers' contexts are known only now: links added after start.
@@ -302,15 +303,22 @@ class TracesSignal(SignalBase):
         statuses: dict[tuple[str, str], Status] = {}
         masks = None
         pipeline = self._pipeline
-        fast = pipeline is not None and type(parent) is SdkSpan
+        # Under the default samplers an attempt is recording as its (recording) parent:
+        # each is built whole, already over (``SdkPipeline.ended_child``).
+        whole = pipeline is not None and type(parent) is SdkSpan
+        whole = whole and pipeline.children_follow_parent  # type: ignore[union-attr]
         # The attempts are the leaves a viewer labels with the peer (when it is on).
         peer = peer_attributes(call.op.service) if self._options.peer_service else None
+        last = call.attempts[-1]
         for attempt in call.attempts:
             number = attempt.number
+            sent = attempt.sent_ns
             attributes: dict[str, Any] = {
                 "http.request.resend_count": number - 1,
                 "aws.sdk.attempt": number,
-                "aws.sdk.signing_ms": attempt.signing_ns / _NS_PER_MS,
+                "aws.sdk.signing_ms": 0.0
+                if sent is None
+                else (sent - attempt.start_ns) / _NS_PER_MS,
             }
             if peer is not None:
                 attributes.update(peer)
@@ -325,24 +333,16 @@ class TracesSignal(SignalBase):
                 attributes["error.type"] = error_type
                 attributes["aws.sdk.outcome"] = outcome
             start_time = attempt.start_ns + WALL_OFFSET_NS
-            child = None
-            if fast:
-                try:
-                    child = pipeline.child(  # type: ignore[union-attr]
-                        name, SpanKind.CLIENT, attributes, start_time, parent, parent_context
-                    )
-                except Exception as exc:
-                    pipeline.failed(exc)  # type: ignore[union-attr]
-                    fast = False
-            if child is None:
-                child = self._start_span(
-                    name, SpanKind.CLIENT, attributes, start_time, parent_context
-                )
             end_time = (attempt.end_ns or end_default) + WALL_OFFSET_NS
             # The last attempt carries the call's result: an expected error is not a failure.
-            if failed and call.expected and attempt is call.attempts[-1]:
+            if failed and call.expected and attempt is last:
                 failed = False
-            if failed and child.is_recording():
+            child = None
+            if not whole:
+                child = self._child_span(name, attributes, start_time, parent, parent_context)
+                failed = failed and child.is_recording()  # nothing to render for a dropped one
+            status = event = None
+            if failed:
                 raised = attempt.exception
                 key = (error_type, attempt.error_message or "")
                 status = statuses.get(key) if raised is None else None
@@ -359,13 +359,56 @@ class TracesSignal(SignalBase):
                     status = Status(StatusCode.ERROR, description)
                     if raised is None:  # an HTTP error response: in the status, once per call
                         statuses[key] = status
-                    else:  # a reset connection, a timeout: the exception, as it was raised
-                        _add_event(child, "exception", event, end_time)
-                child.set_status(status)
+                        event = None
+                    # else a reset connection, a timeout: the exception, as it was raised
+            if whole:
+                try:
+                    pipeline.ended_child(  # type: ignore[union-attr]
+                        name,
+                        SpanKind.CLIENT,
+                        attributes,
+                        start_time,
+                        end_time,
+                        parent,
+                        parent_context,
+                        status,
+                        event,
+                    )
+                    continue
+                except Exception as exc:
+                    pipeline.failed(exc)  # type: ignore[union-attr]
+                    whole = False
+                child = self._start_span(
+                    name, SpanKind.CLIENT, attributes, start_time, parent_context
+                )
+            if event is not None:
+                _add_event(child, "exception", event, end_time)
+            if status is not None:
+                child.set_status(status)  # type: ignore[union-attr]
             if type(child) is SdkSpan:
                 child.finish(end_time)  # what ``end`` does, one call less per attempt
             else:
-                child.end(end_time=end_time)
+                child.end(end_time=end_time)  # type: ignore[union-attr]
+
+    def _child_span(
+        self,
+        name: str,
+        attributes: dict[str, Any],
+        start_time: int,
+        parent: Any,
+        parent_context: otel_context.Context,
+    ) -> Any:
+        """An attempt's span, started: through evobs's pipeline under one of its own spans
+        (a sampler of the user's decides), else the public API."""
+        pipeline = self._pipeline
+        if pipeline is not None and type(parent) is SdkSpan:
+            try:
+                return pipeline.child(
+                    name, SpanKind.CLIENT, attributes, start_time, parent, parent_context
+                )
+            except Exception as exc:
+                pipeline.failed(exc)
+        return self._start_span(name, SpanKind.CLIENT, attributes, start_time, parent_context)
 
 
 def _set_attributes(span: Any, attributes: dict[str, Any]) -> None:
@@ -388,6 +431,7 @@ def _retry_events(span: Any, attempts: list[Attempt]) -> None:
     starts (the end of the failed attempt), with how long it slept and why: a trace
     viewer shows it at the start of the gap between the attempt spans. Recorded at
     the end of the call, like the attempt spans, so the call pays nothing meanwhile."""
+    own = type(span) is SdkSpan
     previous = attempts[0]
     for attempt in attempts[1:]:
         sleep_start = previous.end_ns or attempt.start_ns
@@ -399,5 +443,8 @@ def _retry_events(span: Any, attempts: list[Attempt]) -> None:
         error_type = previous.error_type
         if error_type is not None:
             attributes["error.type"] = error_type
-        _add_event(span, "aws.sdk.retry", attributes, sleep_start + WALL_OFFSET_NS)
+        if own:
+            span.record_event("aws.sdk.retry", attributes, sleep_start + WALL_OFFSET_NS)
+        else:
+            span.add_event("aws.sdk.retry", attributes, timestamp=sleep_start + WALL_OFFSET_NS)
         previous = attempt
