@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 import weakref
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
@@ -433,12 +433,38 @@ class CounterFamily(_ValueFamily):
 
 
 class GaugeFamily(_ValueFamily):
-    """A gauge family."""
+    """A gauge family; with ``live``, one whose values are counted when collected (no
+    write per change: ``aws_sdk_calls_in_flight`` counts the calls in flight then)."""
 
-    __slots__ = ()
+    __slots__ = ("_live",)
 
     _type = "gauge"
     _with_created = False
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Iterable[str] = (),
+        registry: CollectorRegistry | None = None,
+        live: Callable[[], dict[tuple[str, ...], int]] | None = None,
+    ) -> None:
+        #: Counts by label values, read at collect; None: the series' own values.
+        self._live = live
+        super().__init__(name, documentation, labelnames, registry)
+
+    def collect(self) -> Iterable[Metric]:
+        live = self._live
+        if live is None:
+            return super().collect()
+        counts = live()
+        for key in counts:
+            if key not in self._series:
+                self.labels(*key)  # a series seen once stays, at 0 once nothing is in flight
+        family = self._empty()
+        for key in list(self._series):
+            family.add_metric(key, counts.get(key, 0))
+        return [family]
 
     def _new_series(self, lock: SeriesLock) -> GaugeSeries:
         return GaugeSeries(lock)

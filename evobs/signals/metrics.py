@@ -22,6 +22,8 @@ import os
 import threading
 import weakref
 from bisect import bisect_left
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from .. import _selfmetrics
@@ -98,6 +100,7 @@ class _Families:
         "clients",
         "errors",
         "in_flight",
+        "live_calls",
         "log_suppressed",
         "resources",
         "retries",
@@ -174,13 +177,22 @@ class _Families:
             svc,
             LOCAL_BUCKETS,
         )
+        #: The calls started and not ended, counted by service when collected (evobs's
+        #: own gauge): a call in flight costs one set insertion, no lock, no series
+        #: write. None in multiprocess mode, where the gauge is written per call.
+        self.live_calls: set[Call] | None = set() if gauge is GaugeFamily else None
+        live = self.live_calls
         self.in_flight = family(
             registry,
             gauge,
             "aws_sdk_calls_in_flight",
             "AWS API calls in progress",
             svc,
-            **({} if gauge is GaugeFamily else {"multiprocess_mode": "livesum"}),
+            **(
+                {"live": partial(_count_by_service, live)}
+                if live is not None
+                else {"multiprocess_mode": "livesum"}
+            ),
         )
         self.clients = family(
             registry, counter, "aws_sdk_clients_created", "botocore clients created", svc
@@ -202,6 +214,15 @@ class _Families:
         )
         self.spans_dropped = _selfmetrics.spans_dropped(registry)
         self.log_suppressed = _selfmetrics.log_events_suppressed(registry)
+
+
+def _count_by_service(calls: set[Call]) -> dict[tuple[str, ...], int]:
+    """The calls in ``calls`` now, by ``(service,)``: the in-flight gauge's values."""
+    counts: dict[tuple[str, ...], int] = {}
+    for call in list(calls):  # one step under the GIL: a snapshot
+        key = (call.op.service,)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 _ERROR_TYPES: Final[weakref.WeakKeyDictionary[Counter, ErrorTypes]] = weakref.WeakKeyDictionary()
@@ -376,15 +397,26 @@ class MetricsSignal(SignalBase):
 
     # -- transitions (the hot path) -----------------------------------------------
 
-    def call_started(self, call: Call) -> None:
+    @property
+    def call_started(self) -> Callable[[Call], None]:
+        """What the handlers call as a call starts (bound once, ``Fanout``): adding it to
+        the calls in flight, a C call, with evobs's own gauge; the gauge's increment
+        otherwise (multiprocess mode)."""
+        live = self._families.live_calls
+        return live.add if live is not None else self._started
+
+    def _started(self, call: Call) -> None:
         m = self._ops.get(call.op) or self._op(call.op)
         with m.svc.lock as w:
             w.inc(m.svc.in_flight)
 
     def call_ended(self, call: Call) -> None:
+        live = self._families.live_calls
+        if live is not None:
+            live.discard(call)  # first: whatever fails below, the call is no longer in flight
         m = self._ops.get(call.op) or self._op(call.op)
         svc = m.svc
-        settled = False
+        settled = live is not None
         try:
             # Children and the exemplar first: what may take other locks.
             outcome = call.outcome
@@ -394,7 +426,9 @@ class MetricsSignal(SignalBase):
             seconds = call.duration_ns * _NS
             exemplar = None
             if self._exemplars and call.span_context is not None:
-                exemplar = self._exemplar(child, seconds, call)
+                due = child.exemplar_due  # the bucket's exemplar still fresh: no call
+                if due is None or (call.end_ns or 0) >= due[bisect_left(self._buckets, seconds)]:
+                    exemplar = self._exemplar(child, seconds, call)
             errors = None
             if outcome != "ok":
                 error_type = call.error_type or outcome or "error"
@@ -406,8 +440,9 @@ class MetricsSignal(SignalBase):
                     if attempt.outcome not in m.retries:
                         self._retry_child(m, attempt.outcome)
             with svc.lock as w:  # one lock for all of the call's updates
-                w.dec(svc.in_flight)
-                settled = True
+                if not settled:
+                    w.dec(svc.in_flight)
+                    settled = True
                 w.observe(child, seconds, exemplar)
                 if call.serialized_ns is not None:
                     w.observe(m.serialization, (call.serialized_ns - call.start_ns) * _NS)
@@ -424,6 +459,10 @@ class MetricsSignal(SignalBase):
 
     def call_forgotten(self, call: Call) -> None:
         """A call of a thread that is gone (a forked child): it is no longer in flight."""
+        live = self._families.live_calls
+        if live is not None:
+            live.discard(call)
+            return
         m = self._ops.get(call.op) or self._op(call.op)
         with m.svc.lock as w:
             w.dec(m.svc.in_flight)

@@ -61,16 +61,6 @@ PROPAGATION_SKIPPED: Final = "aws.sdk.propagation.skipped"
 _NS_PER_MS: Final = 1_000_000
 
 
-class _Open:
-    """A call's span while the call runs, and the token of its context attach."""
-
-    __slots__ = ("span", "token")
-
-    def __init__(self, span: Any, token: Token[otel_context.Context]) -> None:
-        self.span = span
-        self.token = token
-
-
 class TracesSignal(SignalBase):
     """Renders call records as OpenTelemetry spans."""
 
@@ -97,8 +87,9 @@ class TracesSignal(SignalBase):
         )
         # Per-operation constant attributes and span kind, built once.
         self._attrs: dict[Operation, tuple[dict[str, Any], SpanKind]] = {}
-        #: The spans of calls in flight: the record carries only their context.
-        self._open: dict[Call, _Open] = {}
+        #: The spans of calls in flight, with the token of their context's attach: the
+        #: record carries only their context.
+        self._open: dict[Call, tuple[Any, Token[otel_context.Context]]] = {}
 
     @property
     def fast_spans(self) -> bool:
@@ -144,7 +135,7 @@ class TracesSignal(SignalBase):
     def call_started(self, call: Call) -> None:
         if call.suppressed:
             return
-        attrs, kind = self._static(call.op)
+        attrs, kind = self._attrs.get(call.op) or self._static(call.op)
         attributes = attrs.copy()
         if call.region is not None:
             attributes["cloud.region"] = call.region
@@ -160,7 +151,7 @@ class TracesSignal(SignalBase):
         span, api_request = self._open_call_span(call, name, kind, attributes)
         # Registered before anything else can fail: a started span always ends.
         token = otel_context.attach(trace.set_span_in_context(span))
-        self._open[call] = _Open(span, token)
+        self._open[call] = (span, token)
         try:
             call.span_context = span.get_span_context()
         except Exception:
@@ -200,7 +191,7 @@ class TracesSignal(SignalBase):
         opened = self._open.pop(call, None)
         if opened is None:
             return
-        span = opened.span
+        span, token = opened
         try:
             if span.is_recording():
                 self._annotate(span, call)
@@ -219,7 +210,7 @@ class TracesSignal(SignalBase):
                     else:
                         span.end(end_time=end_time)
             finally:
-                otel_context.detach(opened.token)
+                otel_context.detach(token)
 
     def call_forgotten(self, call: Call) -> None:
         """A call of a thread that is gone (a forked child): its span is the parent
