@@ -229,9 +229,18 @@ class Handlers:
             return
         if call.end_ns is None:
             call.end_ns = perf_counter_ns()
-        outcome = call.outcome = classify(
-            call.http_status, call.error_code, call.exception, call.op.modeled_throttling
-        )
+        status = call.http_status
+        if (
+            status is not None
+            and 200 <= status < 300
+            and call.error_code is None
+            and call.exception is None
+        ):
+            outcome = call.outcome = "ok"  # what classify says of it, without the call
+        else:
+            outcome = call.outcome = classify(
+                status, call.error_code, call.exception, call.op.modeled_throttling
+            )
         try:
             self._close_last_attempt(call, outcome)
             if outcome != "ok" and self.options.expected_errors:
@@ -242,7 +251,11 @@ class Handlers:
                 except Exception as exc:
                     self.errors.record("call_ended", exc)
         finally:
-            _release(call)
+            call.params = None  # _release, inlined: every call passes here
+            call.response = None
+            call.exception = None
+            for attempt in call.attempts:
+                attempt.exception = None
 
     def _close_last_attempt(self, call: Call, outcome: str) -> None:
         """A success (needs-retry leaves those to the call's end), or an attempt whose

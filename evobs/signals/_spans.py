@@ -22,9 +22,8 @@ span it was handling. Any other tracer (another SDK, a vendor's,
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from operator import itemgetter
 from time import time_ns
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
@@ -37,7 +36,13 @@ from opentelemetry.util import types
 from .._compat import otel_sdk
 from .._compat.otel_sdk import TracerParts
 
-__all__ = ["Sampled", "SdkPipeline", "SdkSpan", "exception_type"]
+__all__ = ["SdkPipeline", "SdkSpan", "exception_type"]
+
+if TYPE_CHECKING:
+    #: What :meth:`SdkPipeline.sample` decides, as ``Tracer.start_span`` would:
+    #: ``(context, parent, recording, attributes)``, a plain tuple (no class to build
+    #: per call).
+    Sampled = tuple[SpanContext | None, SpanContext | None, bool, dict[str, Any]]
 
 _UNSET: Final = Status(StatusCode.UNSET)
 _RANDOM: Final = (
@@ -55,31 +60,6 @@ _FLAGS: Final = {
 #: default limits (128), so under those limits nothing needs bounding.
 _OWN_SPAN_ATTRIBUTES: Final = 64
 _OWN_EVENT_ATTRIBUTES: Final = 8
-
-
-class Sampled(tuple[SpanContext | None, SpanContext | None, bool, dict[str, Any]]):
-    """What :meth:`SdkPipeline.sample` decides, as ``Tracer.start_span`` would:
-    ``(context, parent, recording, attributes)``. A plain tuple with names, not a
-    ``NamedTuple``, whose class is built by compiling code at import (0.7 M
-    instructions of every cold start)."""
-
-    __slots__ = ()
-
-    def __new__(
-        cls,
-        context: SpanContext | None,
-        parent: SpanContext | None,
-        recording: bool,
-        attributes: dict[str, Any],
-    ) -> Sampled:
-        return tuple.__new__(cls, (context, parent, recording, attributes))
-
-    #: The new span's context; None when the tracer is disabled.
-    context = property(itemgetter(0))
-    parent = property(itemgetter(1))
-    recording = property(itemgetter(2))
-    #: The attributes the span starts with: the sampler's, which replace those given.
-    attributes = property(itemgetter(3))
 
 
 class SdkPipeline:
@@ -217,11 +197,12 @@ class SdkPipeline:
         context: Context | None = None,
     ) -> Sampled:
         """``(span context, parent, recording, attributes)`` as ``Tracer.start_span``
-        decides them; no span context when the tracer is disabled. The span starts with
-        the attributes returned: the sampler's, which the SDK uses in place of those given."""
+        decides them, a plain tuple; no span context when the tracer is disabled. The
+        span starts with the attributes returned: the sampler's, which the SDK uses in
+        place of those given."""
         parent: SpanContext | None = trace.get_current_span(context).get_span_context()
         if self._enabled is not None and not self._enabled():
-            return Sampled(None, parent, False, attributes)
+            return (None, parent, False, attributes)
         if parent is None or not parent.is_valid:
             parent = None
             trace_id = self._generate_trace_id()
@@ -249,7 +230,7 @@ class SdkPipeline:
             trace_flags=_FLAGS[sampled, random],
             trace_state=trace_state,
         )
-        return Sampled(span_context, parent, recording, attributes)
+        return (span_context, parent, recording, attributes)
 
     def open(
         self,
@@ -266,9 +247,14 @@ class SdkPipeline:
             return trace.NonRecordingSpan(parent or trace.INVALID_SPAN_CONTEXT)
         if not recording:
             return trace.NonRecordingSpan(span_context)
-        return self._begin(
-            SdkSpan(self, name, span_context, parent, kind, attributes, start_time), context
-        )
+        span = SdkSpan(self, name, span_context, parent, kind, attributes, start_time)
+        multi = self._multi  # _begin, inlined: every call's span passes here
+        if multi is not None and _processors_of(multi) is not self._processors:
+            self._refresh()
+        on_start = self._on_start
+        if on_start is not None:
+            on_start(span, parent_context=context)
+        return span
 
     def child(
         self,

@@ -229,19 +229,12 @@ _ERROR_TYPES: Final[weakref.WeakKeyDictionary[Counter, ErrorTypes]] = weakref.We
 _ERROR_TYPES_LOCK: Final = ForkSafeLock()
 
 
-def _attempts(w: Writer, m: _Op, attempts: list[Attempt], retried: bool) -> None:
-    """Attempts, retries and their timings, recorded when the call ends (once per call
-    instead of at every attempt: the in-flight gauge shows calls still retrying); the
-    caller holds the service's lock, whose writer ``w`` is."""
+def _attempts(w: Writer, m: _Op, attempts: list[Attempt]) -> None:
+    """A retried call's attempts, retries and their timings, recorded when the call ends
+    (once per call instead of at every attempt: the in-flight gauge shows calls still
+    retrying); the caller holds the service's lock, whose writer ``w`` is."""
     w.inc(m.attempts, len(attempts))
     signing = m.svc.signing
-    if not retried:
-        attempt = attempts[0]
-        if attempt.end_ns is not None:
-            w.observe(m.attempt_duration, (attempt.end_ns - attempt.start_ns) * _NS)
-        if attempt.sent_ns is not None:
-            w.observe(signing, (attempt.sent_ns - attempt.start_ns) * _NS)
-        return
     w.observe_each(
         m.attempt_duration,
         [(a.end_ns - a.start_ns) * _NS for a in attempts if a.end_ns is not None],
@@ -423,7 +416,8 @@ class MetricsSignal(SignalBase):
             child = m.durations.get((call.region, outcome)) or self._duration_child(
                 m, call.region, outcome
             )
-            seconds = call.duration_ns * _NS
+            end = call.end_ns
+            seconds = 0.0 if end is None else (end - call.start_ns) * _NS
             exemplar = None
             if self._exemplars and call.span_context is not None:
                 due = child.exemplar_due  # the bucket's exemplar still fresh: no call
@@ -448,8 +442,15 @@ class MetricsSignal(SignalBase):
                     w.observe(m.serialization, (call.serialized_ns - call.start_ns) * _NS)
                 if errors is not None:
                     w.inc(errors)
-                if attempts:
-                    _attempts(w, m, attempts, retried)
+                if retried:
+                    _attempts(w, m, attempts)
+                elif attempts:  # one attempt: what _attempts records of it, inlined
+                    w.inc(m.attempts)
+                    attempt = attempts[0]
+                    if attempt.end_ns is not None:
+                        w.observe(m.attempt_duration, (attempt.end_ns - attempt.start_ns) * _NS)
+                    if attempt.sent_ns is not None:
+                        w.observe(svc.signing, (attempt.sent_ns - attempt.start_ns) * _NS)
             if call.genai is not None:  # Bedrock Runtime's inference calls
                 (self._genai or self._genai_metrics()).call_ended(call)
         finally:

@@ -177,8 +177,8 @@ class TracesSignal(SignalBase):
         if pipeline is not None:
             try:
                 sampled = pipeline.sample(name, kind, attributes)
-                if params is not None and sampled.recording:  # sampled spans only
-                    request(params, self._options, sampled.attributes)  # type: ignore[misc]
+                if params is not None and sampled[2]:  # recording: sampled spans only
+                    request(params, self._options, sampled[3])  # type: ignore[misc]
                 return pipeline.open(name, kind, start_time, sampled), False
             except Exception as exc:
                 pipeline.failed(exc)
@@ -236,7 +236,10 @@ class TracesSignal(SignalBase):
         attributes["aws.sdk.attempts"] = len(attempts)
         attributes["aws.sdk.retry_backoff_ms"] = call.backoff_ns / _NS_PER_MS
         attributes["aws.sdk.signing_ms"] = call.signing_ns / _NS_PER_MS
-        attributes["aws.sdk.serialization_ms"] = call.serialization_ns / _NS_PER_MS
+        serialized = call.serialized_ns
+        attributes["aws.sdk.serialization_ms"] = (
+            0.0 if serialized is None else (serialized - call.start_ns) / _NS_PER_MS
+        )
         if call.http_status is not None:
             attributes["http.response.status_code"] = call.http_status
         if call.request_id:
