@@ -19,7 +19,7 @@ from botocore.session import Session as BotocoreSession
 from opentelemetry import trace
 
 from ._client import TRANSFER_METHODS, base_class_for, wrap_transfer_methods
-from ._compat.botocore import unaliased
+from ._compat.botocore import register_first, unaliased
 from ._fork import ForkSafeLock
 from ._handlers import Fanout, Handlers
 from ._log import HandlerErrors, get_logger
@@ -278,19 +278,21 @@ class Instrumentation:
         handlers = self.handlers
         emitter = unaliased(emitter)  # evobs's names need no aliasing
         for event, attr in _PER_CALL:
-            emitter.register_first(f"{event}.*.*", getattr(handlers, attr), unique_id=_UID + event)
+            register_first(emitter, f"{event}.*.*", getattr(handlers, attr), _UID + event)
 
     def install_session(self, emitter: Any) -> None:
         emitter = unaliased(emitter)
-        emitter.register_first(
+        register_first(
+            emitter,
             "creating-client-class",
             self._on_creating_client_class,
-            unique_id=_UID + "creating-client-class",
+            _UID + "creating-client-class",
         )
-        emitter.register_first(
+        register_first(
+            emitter,
             "creating-resource-class",
             self.handlers.resource_created,
-            unique_id=_UID + "creating-resource-class",
+            _UID + "creating-resource-class",
         )
         self._register_per_call(emitter)
 

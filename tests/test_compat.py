@@ -381,6 +381,52 @@ def test_parameter_names_match_inspect_signature() -> None:
     assert parameter_names(dict.get) == frozenset(inspect.signature(dict.get).parameters)
 
 
+def test_botocore_register_first_unchecked() -> None:
+    """``HierarchicalEmitter._register_first``: evobs registers its handlers without
+    botocore's ``getfullargspec`` check, so each must pass it (takes ``**kwargs``); they
+    run first, as with ``register_first``; another emitter gets the public method."""
+    from botocore.hooks import HierarchicalEmitter
+
+    from evobs._install import _PER_CALL, Instrumentation
+
+    assert callable(getattr(HierarchicalEmitter, botocore_compat.UNCHECKED_REGISTER_FIRST))
+    instrumentation = evobs.instrument(boto3.Session(region_name="us-east-1"), signals=())
+    try:
+        assert isinstance(instrumentation, Instrumentation)
+        handlers = [getattr(instrumentation.handlers, attr) for _, attr in _PER_CALL]
+        handlers += [
+            instrumentation._on_creating_client_class,
+            instrumentation.handlers.resource_created,
+        ]
+        for handler in handlers:
+            assert inspect.getfullargspec(handler).varkw is not None, handler
+    finally:
+        instrumentation.uninstrument()
+
+    emitter = HierarchicalEmitter()
+    order: list[str] = []
+    emitter.register("evobs-test.*", lambda **kw: order.append("theirs"))
+    botocore_compat.register_first(
+        emitter, "evobs-test.*", lambda **kw: order.append("ours"), "evobs-test"
+    )
+    botocore_compat.register_first(  # the same unique id: registered once
+        emitter, "evobs-test.*", lambda **kw: order.append("again"), "evobs-test"
+    )
+    emitter.emit("evobs-test.op")
+    assert order == ["ours", "theirs"]
+
+    class Other:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, Any, str]] = []
+
+        def register_first(self, event: str, handler: Any, unique_id: str) -> None:
+            self.calls.append((event, handler, unique_id))
+
+    other = Other()
+    botocore_compat.register_first(other, "e", print, "u")
+    assert other.calls == [("e", print, "u")]
+
+
 def test_botocore_event_aliaser_emitter() -> None:
     """``EventAliaser._emitter``: evobs registers on the emitter a session's aliaser
     forwards to; its event names alias to themselves, and a handler registered there

@@ -51,6 +51,30 @@ def unaliased(emitter: Any) -> Any:
     return emitter
 
 
+#: ``HierarchicalEmitter._register_first``: what the public ``register_first`` calls once
+#: it has checked, with ``inspect.getfullargspec``, that the handler takes ``**kwargs``.
+UNCHECKED_REGISTER_FIRST: Final = "_register_first"
+
+
+def register_first(emitter: Any, event: str, handler: Any, unique_id: str) -> None:
+    """``emitter.register_first(event, handler, unique_id=unique_id)`` for one of evobs's
+    own handlers, without botocore's signature check: ``getfullargspec`` costs about
+    70 k instructions a handler, eight per instrumented session at every cold start,
+    to learn what a test asserts of each of evobs's handlers (they take ``**kwargs``).
+    Fallback: the public ``register_first`` (another emitter, or another shape)."""
+    try:
+        from botocore.hooks import HierarchicalEmitter
+
+        if type(emitter) is HierarchicalEmitter:
+            method = getattr(emitter, UNCHECKED_REGISTER_FIRST, None)
+            if callable(method):
+                method(event, handler, unique_id, False)
+                return
+    except TypeError:
+        pass  # another signature: registered below, checked
+    emitter.register_first(event, handler, unique_id=unique_id)
+
+
 def throttling_error_codes() -> frozenset[str]:
     """botocore's own union of throttling error codes (standard retry mode:
     ``retries.standard.ThrottledRetryableChecker._THROTTLED_ERROR_CODES``). Fallback:

@@ -47,7 +47,7 @@ def histogram_bounds(metric: Any) -> tuple[float, ...] | None:
     bounds = getattr(metric, "_upper_bounds", None)
     if not isinstance(bounds, list | tuple) or not bounds:
         return None
-    return tuple(float(b) for b in bounds[:-1])
+    return tuple(map(float, bounds[:-1]))
 
 
 def use_created() -> bool:

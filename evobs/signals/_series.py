@@ -350,7 +350,9 @@ class HistogramFamily(_Family):
         registry: CollectorRegistry | None = None,
         buckets: Sequence[float] = (),
     ) -> None:
-        bounds = tuple(float(b) for b in buckets if b != INF)
+        bounds = tuple(map(float, buckets))  # C calls only: 8 families at every cold start
+        if bounds and bounds[-1] == INF:
+            bounds = bounds[:-1]
         if not bounds or list(bounds) != sorted(set(bounds)):
             raise ValueError(f"{name}: buckets must be sorted, distinct and not empty")
         self._bounds = bounds
