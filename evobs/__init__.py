@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING, Any
 from ._call import Attempt, Call
 from ._install import Instrumentation, instrument, uninstrument
 from ._version import __version__
-from .signals import ClientCreated, ResourceCreated, Signal
+from .signals import ClientCreated, ResourceCreated
 
 if TYPE_CHECKING:
     from ._configure import Telemetry, configure
     from ._process import ProcessInstrumentation, instrument_all, uninstrument_all
     from ._propagation import extract_context
+    from .signals._protocol import Signal
     from .signals.metrics import start_metrics_server
 
 __all__ = [
@@ -46,6 +47,7 @@ _LAZY = {
     "instrument_all": ("evobs._process", "instrument_all"),
     "uninstrument_all": ("evobs._process", "uninstrument_all"),
     "ProcessInstrumentation": ("evobs._process", "ProcessInstrumentation"),
+    "Signal": ("evobs.signals._protocol", "Signal"),
 }
 
 

@@ -8,10 +8,11 @@ them for one backend. The built-in signals are ``traces``, ``metrics`` and
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .._call import Attempt, Call
+    from ._protocol import Signal
 
 __all__ = ["ClientCreated", "ResourceCreated", "Signal", "SignalBase", "receivers"]
 
@@ -43,27 +44,6 @@ class ResourceCreated:
         return f"ResourceCreated({self.service!r}, {self.resource!r})"
 
 
-@runtime_checkable
-class Signal(Protocol):
-    """Receives call transitions. Every method must be cheap; exceptions are contained.
-
-    Methods a signal does not define are simply not called. ``call`` and
-    ``attempt`` are read-only to signals.
-    """
-
-    def call_started(self, call: Call) -> None: ...
-
-    def attempt_started(self, call: Call, attempt: Attempt) -> None: ...
-
-    def attempt_ended(self, call: Call, attempt: Attempt) -> None: ...
-
-    def call_ended(self, call: Call) -> None: ...
-
-    def client_created(self, event: ClientCreated) -> None: ...
-
-    def resource_created(self, event: ResourceCreated) -> None: ...
-
-
 class SignalBase:
     """A :class:`Signal` whose every method does nothing: subclass it and define only the
     transitions you render. The no-op methods are recognised and never called, so
@@ -92,6 +72,16 @@ class SignalBase:
 
     def resource_created(self, event: ResourceCreated) -> None:
         """A boto3 resource class was built."""
+
+
+def __getattr__(name: str) -> Any:
+    """``Signal``, the typed contract (``_protocol``), built when first asked for: a
+    ``Protocol`` class costs every cold start that never names it."""
+    if name == "Signal":
+        from ._protocol import Signal
+
+        return Signal
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def receivers(signals: tuple[Signal, ...], method: str) -> tuple[Callable[..., None], ...]:
