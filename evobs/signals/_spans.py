@@ -304,7 +304,7 @@ class SdkPipeline:
         call's attempt, rendered when the call ends), under the default samplers
         (:attr:`children_follow_parent`): built whole, with its status and ``exception``
         event, then handed to the processors, ``on_start`` then ``on_end``, as
-        :meth:`child` and :meth:`end` would (one call instead of five)."""
+        :meth:`child` and :meth:`end` would (two calls of evobs's instead of five)."""
         ctx: SpanContext = parent._context  # type: ignore[assignment]  # set on every SdkSpan
         span = SdkSpan(
             self,
@@ -321,12 +321,7 @@ class SdkPipeline:
             span.record_event("exception", exception, end_time)
         if status is not None:
             span._status = status
-        multi = self._multi
-        if multi is not None and _processors_of(multi) is not self._processors:
-            self._refresh()
-        on_start = self._on_start
-        if on_start is not None:
-            on_start(span, parent_context=context)
+        self._begin(span, context)
         span._end_time = end_time
         self.end(span)
 
