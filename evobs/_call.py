@@ -77,6 +77,14 @@ def classify(
     return "ok"
 
 
+def _error_type(code: str | None, exception: BaseException | None) -> str | None:
+    if code is not None:
+        return code
+    if exception is not None:
+        return type(exception).__name__
+    return None
+
+
 class Attempt:
     """One HTTP attempt of a call: request-created to needs-retry."""
 
@@ -119,11 +127,7 @@ class Attempt:
     @property
     def error_type(self) -> str | None:
         """The AWS error code, else the exception class name."""
-        code = self.error_code
-        if code is not None:
-            return code
-        exception = self.exception
-        return None if exception is None else type(exception).__name__
+        return _error_type(self.error_code, self.exception)
 
     def __repr__(self) -> str:
         return f"<Attempt {self.number} {self.outcome} status={self.http_status}>"
@@ -258,11 +262,7 @@ class Call:
     @property
     def error_type(self) -> str | None:
         """The AWS error code, else the exception class name."""
-        code = self.error_code
-        if code is not None:
-            return code
-        exception = self.exception
-        return None if exception is None else type(exception).__name__
+        return _error_type(self.error_code, self.exception)
 
     def __repr__(self) -> str:
         return f"<Call {self.op.span_name} {self.outcome} attempts={len(self.attempts)}>"

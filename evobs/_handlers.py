@@ -229,18 +229,9 @@ class Handlers:
             return
         if call.end_ns is None:
             call.end_ns = perf_counter_ns()
-        status = call.http_status
-        if (
-            status is not None
-            and 200 <= status < 300
-            and call.error_code is None
-            and call.exception is None
-        ):
-            outcome = call.outcome = "ok"  # what classify says of it, without the call
-        else:
-            outcome = call.outcome = classify(
-                status, call.error_code, call.exception, call.op.modeled_throttling
-            )
+        outcome = call.outcome = classify(
+            call.http_status, call.error_code, call.exception, call.op.modeled_throttling
+        )
         try:
             self._close_last_attempt(call, outcome)
             if outcome != "ok" and self.options.expected_errors:
@@ -251,11 +242,7 @@ class Handlers:
                 except Exception as exc:
                     self.errors.record("call_ended", exc)
         finally:
-            call.params = None  # _release, inlined: every call passes here
-            call.response = None
-            call.exception = None
-            for attempt in call.attempts:
-                attempt.exception = None
+            _release(call)
 
     def _close_last_attempt(self, call: Call, outcome: str) -> None:
         """A success (needs-retry leaves those to the call's end), or an attempt whose
@@ -344,17 +331,9 @@ class Handlers:
             if context is None:
                 return
             now = perf_counter_ns()
-            call = context.get(CALL_KEY)
+            call = context.get(CALL_KEY) or self._adopt(model, context, now)
             if call is None:
-                frame = _CALL_FRAME.get()
-                call = None if frame is None else frame.pending
-                if call is not None and self.enabled and not context.get("is_presign_request"):
-                    frame.pending = None  # type: ignore[union-attr]  # _adopt, inlined
-                    context[CALL_KEY] = call
-                else:
-                    call = self._adopt(model, context, now)
-                    if call is None:
-                        return
+                return
             call.serialized_ns = now
             call.signer = request_signer
             if isinstance(params, dict):
@@ -502,11 +481,7 @@ class Handlers:
                         extractor.finish(parsed, call)
                     elif extractor.result is not None:
                         extractor.result(call, parsed, self.errors)
-            retries = context.get("retries")  # _read_invocation, inlined: every call
-            if type(retries) is dict:
-                invocation = retries.get("invocation-id")
-                if invocation is not None:
-                    call.invocation_id = str(invocation)
+            _read_invocation(call, context)
         except Exception as exc:
             self.errors.record("after-call", exc)
 

@@ -247,14 +247,9 @@ class SdkPipeline:
             return trace.NonRecordingSpan(parent or trace.INVALID_SPAN_CONTEXT)
         if not recording:
             return trace.NonRecordingSpan(span_context)
-        span = SdkSpan(self, name, span_context, parent, kind, attributes, start_time)
-        multi = self._multi  # _begin, inlined: every call's span passes here
-        if multi is not None and _processors_of(multi) is not self._processors:
-            self._refresh()
-        on_start = self._on_start
-        if on_start is not None:
-            on_start(span, parent_context=context)
-        return span
+        return self._begin(
+            SdkSpan(self, name, span_context, parent, kind, attributes, start_time), context
+        )
 
     def child(
         self,

@@ -416,13 +416,15 @@ class MetricsSignal(SignalBase):
             child = m.durations.get((call.region, outcome)) or self._duration_child(
                 m, call.region, outcome
             )
-            end = call.end_ns
-            seconds = 0.0 if end is None else (end - call.start_ns) * _NS
+            seconds = call.duration_ns * _NS
             exemplar = None
             if self._exemplars and call.span_context is not None:
-                due = child.exemplar_due  # the bucket's exemplar still fresh: no call
-                if due is None or (call.end_ns or 0) >= due[bisect_left(self._buckets, seconds)]:
-                    exemplar = self._exemplar(child, seconds, call)
+                # One exemplar per bucket per second: the throttle is read here, and
+                # ``_exemplar`` is called only when the bucket is due one.
+                due = child.exemplar_due
+                index = bisect_left(self._buckets, seconds)
+                if due is None or (call.end_ns or 0) >= due[index]:
+                    exemplar = self._exemplar(child, index, call)
             errors = None
             if outcome != "ok":
                 error_type = call.error_type or outcome or "error"
@@ -444,7 +446,7 @@ class MetricsSignal(SignalBase):
                     w.inc(errors)
                 if retried:
                     _attempts(w, m, attempts)
-                elif attempts:  # one attempt: what _attempts records of it, inlined
+                elif attempts:  # one attempt, the usual call: recorded here
                     w.inc(m.attempts)
                     attempt = attempts[0]
                     if attempt.end_ns is not None:
@@ -468,8 +470,9 @@ class MetricsSignal(SignalBase):
         with m.svc.lock as w:
             w.dec(m.svc.in_flight)
 
-    def _exemplar(self, child: Any, seconds: float, call: Call) -> dict[str, str] | None:
-        """The call's trace as exemplar, unless its bucket got one less than a second ago.
+    def _exemplar(self, child: Any, index: int, call: Call) -> dict[str, str] | None:
+        """The call's trace as exemplar for bucket ``index``, whose last one is a second
+        old or more (``call_ended`` reads that throttle).
 
         Prometheus keeps one exemplar per bucket per scrape, so building (and having
         prometheus_client validate) one per call is wasted work on a busy client; a rare
@@ -479,10 +482,7 @@ class MetricsSignal(SignalBase):
         if due is None:
             # One slot per bucket (and +Inf), allocated with the series: flat afterwards.
             due = child.exemplar_due = [0] * (len(self._buckets) + 1)
-        index = bisect_left(self._buckets, seconds)
         now = call.end_ns or 0
-        if now < due[index]:
-            return None
         ctx = call.span_context
         if ctx is None or not ctx.trace_flags.sampled:
             return None

@@ -103,13 +103,12 @@ class TracesSignal(SignalBase):
         self._errors.record("fast-spans", exc)
 
     def _static(self, op: Operation) -> tuple[dict[str, Any], SpanKind]:
-        static = self._attrs.get(op)
-        if static is None:
-            # OTEL_SEMCONV_STABILITY_OPT_IN, and the peer service when asked for.
-            attributes = rpc_attributes(op.service, op.name, self._options.peer_service)
-            if op.extractor is not None:
-                attributes.update(op.extractor.static)
-            static = self._attrs[op] = (attributes, op.span_kind)
+        """Built at an operation's first call (``_attrs`` is read by ``call_started``)."""
+        # OTEL_SEMCONV_STABILITY_OPT_IN, and the peer service when asked for.
+        attributes = rpc_attributes(op.service, op.name, self._options.peer_service)
+        if op.extractor is not None:
+            attributes.update(op.extractor.static)
+        static = self._attrs[op] = (attributes, op.span_kind)
         return static
 
     def _start_span(
@@ -236,10 +235,7 @@ class TracesSignal(SignalBase):
         attributes["aws.sdk.attempts"] = len(attempts)
         attributes["aws.sdk.retry_backoff_ms"] = call.backoff_ns / _NS_PER_MS
         attributes["aws.sdk.signing_ms"] = call.signing_ns / _NS_PER_MS
-        serialized = call.serialized_ns
-        attributes["aws.sdk.serialization_ms"] = (
-            0.0 if serialized is None else (serialized - call.start_ns) / _NS_PER_MS
-        )
+        attributes["aws.sdk.serialization_ms"] = call.serialization_ns / _NS_PER_MS
         if call.http_status is not None:
             attributes["http.response.status_code"] = call.http_status
         if call.request_id:
@@ -306,13 +302,10 @@ class TracesSignal(SignalBase):
         last = call.attempts[-1]
         for attempt in call.attempts:
             number = attempt.number
-            sent = attempt.sent_ns
             attributes: dict[str, Any] = {
                 "http.request.resend_count": number - 1,
                 "aws.sdk.attempt": number,
-                "aws.sdk.signing_ms": 0.0
-                if sent is None
-                else (sent - attempt.start_ns) / _NS_PER_MS,
+                "aws.sdk.signing_ms": attempt.signing_ns / _NS_PER_MS,
             }
             if peer is not None:
                 attributes.update(peer)
@@ -425,7 +418,6 @@ def _retry_events(span: Any, attempts: list[Attempt]) -> None:
     starts (the end of the failed attempt), with how long it slept and why: a trace
     viewer shows it at the start of the gap between the attempt spans. Recorded at
     the end of the call, like the attempt spans, so the call pays nothing meanwhile."""
-    own = type(span) is SdkSpan
     previous = attempts[0]
     for attempt in attempts[1:]:
         sleep_start = previous.end_ns or attempt.start_ns
@@ -437,8 +429,5 @@ def _retry_events(span: Any, attempts: list[Attempt]) -> None:
         error_type = previous.error_type
         if error_type is not None:
             attributes["error.type"] = error_type
-        if own:
-            span.record_event("aws.sdk.retry", attributes, sleep_start + WALL_OFFSET_NS)
-        else:
-            span.add_event("aws.sdk.retry", attributes, timestamp=sleep_start + WALL_OFFSET_NS)
+        _add_event(span, "aws.sdk.retry", attributes, sleep_start + WALL_OFFSET_NS)
         previous = attempt
