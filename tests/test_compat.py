@@ -296,6 +296,42 @@ def test_api_runtime_context_var() -> None:
         otel_context.detach(token)
 
 
+def test_api_span_context_new() -> None:
+    """``SpanContext.__new__``, called directly (``otel_api.new_span_context``): the class
+    has no ``__init__`` of its own and a plain metaclass, so the function builds exactly
+    what the class call builds, validation included; of any other shape, the class."""
+    from opentelemetry.trace import SpanContext, TraceFlags
+    from opentelemetry.trace.span import DEFAULT_TRACE_STATE
+
+    assert type(SpanContext) is type
+    assert SpanContext.__init__ is object.__init__
+    assert isinstance(vars(SpanContext)["__new__"], staticmethod)
+    assert otel_api.new_span_context is not SpanContext  # the direct call applies
+    for args in (
+        (1 << 100, 7, False, TraceFlags(TraceFlags.SAMPLED), None),
+        (5, 6, True, TraceFlags(0), DEFAULT_TRACE_STATE),
+        (0, 6, False, None, None),  # invalid ids: is_valid computed as by the class
+        (5, 0, False, TraceFlags(TraceFlags.SAMPLED), None),
+    ):
+        built = otel_api.new_span_context(*args)
+        expected = SpanContext(*args)
+        assert type(built) is SpanContext
+        assert tuple(built) == tuple(expected)
+        assert built.is_valid is expected.is_valid
+
+
+def test_api_span_context_other_shape_takes_the_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``SpanContext`` with an ``__init__`` of its own: the class itself is called."""
+    from opentelemetry import trace
+
+    class WithInit(trace.SpanContext):
+        def __init__(self, *args: Any) -> None:
+            pass
+
+    monkeypatch.setattr(otel_api, "SpanContext", WithInit)
+    assert otel_api._span_context_constructor() is WithInit
+
+
 # -- prometheus_client --------------------------------------------------------------------
 
 

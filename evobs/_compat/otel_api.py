@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
+from opentelemetry.trace import SpanContext
 
 __all__ = [
     "SUPPRESS_INSTRUMENTATION_KEY",
     "instrumentation_suppressed",
+    "new_span_context",
     "no_global_meter_provider",
 ]
 
@@ -73,3 +76,30 @@ def no_global_meter_provider() -> bool:
 
     placeholder = getattr(_internal, "_PROXY_METER_PROVIDER", None)
     return placeholder is None or metrics.get_meter_provider() is placeholder
+
+
+def _span_context_constructor() -> Callable[..., SpanContext]:
+    """``SpanContext(trace_id, span_id, is_remote, trace_flags, trace_state)``, built once.
+
+    ``SpanContext`` is a tuple whose only constructor is its own ``__new__``: calling
+    that function directly runs the same code (the same validation, the same tuple)
+    without the type call's generic lookup of ``__new__`` and ``__init__`` (~2 k
+    instructions of each span evobs writes). Only while the class has that shape: a
+    plain metaclass, no ``__init__`` of its own, ``__new__`` a Python function; else
+    the class itself.
+    """
+    new = vars(SpanContext).get("__new__")
+    function: Any = new.__func__ if isinstance(new, staticmethod) else new
+    if (
+        type(SpanContext) is type
+        and SpanContext.__init__ is object.__init__
+        and getattr(function, "__code__", None) is not None
+    ):
+        constructor: Callable[..., SpanContext] = partial(function, SpanContext)
+        return constructor
+    return SpanContext
+
+
+#: A new ``SpanContext`` from positional ``(trace_id, span_id, is_remote, trace_flags,
+#: trace_state)``: what ``SpanContext(...)`` builds, called more cheaply where it can be.
+new_span_context: Final = _span_context_constructor()

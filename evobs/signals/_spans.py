@@ -34,6 +34,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from opentelemetry.util import types
 
 from .._compat import otel_sdk
+from .._compat.otel_api import new_span_context
 from .._compat.otel_sdk import TracerParts
 
 __all__ = ["SdkPipeline", "SdkSpan", "exception_type"]
@@ -223,12 +224,8 @@ class SdkPipeline:
             recording = result.decision.is_recording()
             trace_state = result.trace_state
             attributes = dict(result.attributes) if result.attributes else {}
-        span_context = SpanContext(
-            trace_id,
-            self._generate_span_id(),
-            is_remote=False,
-            trace_flags=_FLAGS[sampled, random],
-            trace_state=trace_state,
+        span_context = new_span_context(
+            trace_id, self._generate_span_id(), False, _FLAGS[sampled, random], trace_state
         )
         return (span_context, parent, recording, attributes)
 
@@ -266,12 +263,8 @@ class SdkPipeline:
         if not self._sampler_mode:
             return self.start(name, kind, attributes, start_time, context)
         ctx: SpanContext = parent._context  # type: ignore[assignment]  # set on every SdkSpan
-        span_context = SpanContext(
-            ctx.trace_id,
-            self._generate_span_id(),
-            is_remote=False,
-            trace_flags=ctx.trace_flags,
-            trace_state=ctx.trace_state,
+        span_context = new_span_context(
+            ctx.trace_id, self._generate_span_id(), False, ctx.trace_flags, ctx.trace_state
         )
         return self._begin(
             SdkSpan(self, name, span_context, ctx, kind, attributes, start_time), context
@@ -304,7 +297,7 @@ class SdkPipeline:
         span = SdkSpan(
             self,
             name,
-            SpanContext(
+            new_span_context(
                 ctx.trace_id, self._generate_span_id(), False, ctx.trace_flags, ctx.trace_state
             ),
             ctx,
