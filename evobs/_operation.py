@@ -25,6 +25,7 @@ class Operation:
     __slots__ = (
         "early_span",
         "extractor",
+        "input_plan",
         "model",
         "modeled_throttling",
         "name",
@@ -51,6 +52,9 @@ class Operation:
         self.span_kind: SpanKind = traits.span_kind
         #: Messaging sends need their span while params are still editable.
         self.early_span: bool = traits.early_span
+        #: How redaction walks this operation's params (``evobs._redact``), planned at
+        #: its first failure: the model's names are read once, not per failed call.
+        self.input_plan: Any = None
 
     def __repr__(self) -> str:
         return f"<Operation {self.span_name}>"

@@ -42,6 +42,7 @@ from ._fork import ForkSafeLock
 
 if TYPE_CHECKING:
     from ._call import Call
+    from ._operation import Operation
 
 __all__ = [
     "BODY",
@@ -238,6 +239,12 @@ def _plan(model: Any, output: bool = False) -> _Node:
             if len(_PLANS) >= _PLANS_MAX:
                 _PLANS.clear()
             _PLANS[key] = plan
+    return plan
+
+
+def _op_plan(op: Operation) -> _Node:
+    """An operation's input plan, kept on it (``Operation.input_plan``)."""
+    plan = op.input_plan = _plan(op.model)
     return plan
 
 
@@ -797,7 +804,8 @@ def masks_for(
             named.extend(keys)
         params = None if call is None else call.params
         if call is not None and params:
-            plan = _plan(call.op.model)
+            op = call.op
+            plan = op.input_plan or _op_plan(op)
             if plan.dirty:  # the values of sensitive params (and base64 of bytes)
                 _collect(plan, params, secrets, 0)
             if plan.keyed and not capture_s3_keys:

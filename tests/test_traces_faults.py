@@ -156,6 +156,32 @@ def test_success_one_attempt_no_children(
     assert_clean(recorder)
 
 
+def test_attempt_status_masks_each_calls_own_key(
+    instrumented: evobs.Instrumentation,
+    session: boto3.Session,
+    recorder: SpanRecorder,
+    faults: FaultServer,
+) -> None:
+    """Attempt statuses are rendered once and reused, call after call, only under the
+    same masks: one error text quoting key ``a`` shows it on a call writing key ``b``,
+    and the call writing ``a`` (after, so it would reuse the first text if masks were
+    not part of the key) masks it."""
+    c, _, _ = _prepare("s3-rest-xml", session, faults)
+    quoted = "Please slow down on reports/a.csv"
+    names = ("reports/b.csv", "reports/a.csv")
+    for key in names:
+        faults.script([Fault.error(503, "SlowDown", quoted)])
+        c.put_object(Bucket="faults-bucket", Key=key, Body=b"body")
+    spans = recorder.named("S3.PutObject")
+    assert len(spans) == 2
+    first_attempts = [attempt_spans(recorder, span)[0] for span in spans]
+    descriptions = [a.status.description or "" for a in first_attempts]
+    assert all(a.status.status_code is StatusCode.ERROR for a in first_attempts)
+    assert "reports/a.csv" in descriptions[0]  # not that call's key: shown
+    assert descriptions[1].startswith("SlowDown: Please slow down on ")
+    assert "reports/a.csv" not in descriptions[1]  # that call's own key: masked
+
+
 # -- throttling, then success ---------------------------------------------------------
 
 

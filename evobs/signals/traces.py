@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .._log import HandlerErrors
     from .._operation import Operation
     from .._options import Options
-    from .._redact import exception_event, exception_message, masks_for, render_params
+    from .._redact import Masks, exception_event, exception_message, masks_for, render_params
     from ._genai_spans import follow_stream, render_call
     from ._spans import SdkPipeline, SdkSpan
 else:
@@ -59,12 +59,14 @@ __all__ = ["PROPAGATION_SKIPPED", "TracesSignal"]
 PROPAGATION_SKIPPED: Final = "aws.sdk.propagation.skipped"
 
 _NS_PER_MS: Final = 1_000_000
+#: Attempt error statuses kept for reuse (``_http_error_status``), at most.
+_STATUSES: Final = 256
 
 
 class TracesSignal(SignalBase):
     """Renders call records as OpenTelemetry spans."""
 
-    __slots__ = ("_attrs", "_errors", "_open", "_options", "_pipeline", "_tracer")
+    __slots__ = ("_attrs", "_errors", "_open", "_options", "_pipeline", "_statuses", "_tracer")
 
     name = "traces"
 
@@ -90,6 +92,8 @@ class TracesSignal(SignalBase):
         #: The spans of calls in flight, with the token of their context's attach: the
         #: record carries only their context.
         self._open: dict[Call, tuple[Any, Token[otel_context.Context]]] = {}
+        #: Attempt error statuses by (masks, code, message): see ``_http_error_status``.
+        self._statuses: dict[tuple[Masks | None, str, str], Status] = {}
 
     @property
     def fast_spans(self) -> bool:
@@ -147,9 +151,11 @@ class TracesSignal(SignalBase):
         if call.genai is not None:  # the conventions' name and attributes, for the sampler too
             name = call.genai.request.span_name or name
             attributes.update(call.genai.request.attributes)
-        span, api_request = self._open_call_span(call, name, kind, attributes)
+        # Read once: the span's parent, and what it becomes current in.
+        current = otel_context.get_current()
+        span, api_request = self._open_call_span(call, name, kind, attributes, current)
         # Registered before anything else can fail: a started span always ends.
-        token = otel_context.attach(trace.set_span_in_context(span))
+        token = otel_context.attach(trace.set_span_in_context(span, current))
         self._open[call] = (span, token)
         try:
             call.span_context = span.get_span_context()
@@ -164,7 +170,12 @@ class TracesSignal(SignalBase):
             self._call_hook("request_hook", hook, span, call)
 
     def _open_call_span(
-        self, call: Call, name: str, kind: SpanKind, attributes: dict[str, Any]
+        self,
+        call: Call,
+        name: str,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        context: otel_context.Context,
     ) -> tuple[Any, bool]:
         """The call's span, and whether its request attributes are still to be set
         (the public API path sets them once the span exists and records)."""
@@ -175,14 +186,14 @@ class TracesSignal(SignalBase):
         pipeline = self._pipeline
         if pipeline is not None:
             try:
-                sampled = pipeline.sample(name, kind, attributes)
+                sampled = pipeline.sample(name, kind, attributes, context)
                 if params is not None and sampled[2]:  # recording: sampled spans only
                     request(params, self._options, sampled[3])  # type: ignore[misc]
-                return pipeline.open(name, kind, start_time, sampled), False
+                return pipeline.open(name, kind, start_time, sampled, context), False
             except Exception as exc:
                 pipeline.failed(exc)
         span = self._tracer.start_span(
-            name, kind=kind, attributes=attributes, start_time=start_time
+            name, context=context, kind=kind, attributes=attributes, start_time=start_time
         )
         return span, params is not None and span.is_recording()
 
@@ -289,8 +300,6 @@ class TracesSignal(SignalBase):
         parent_context = trace.set_span_in_context(parent)
         name = f"{call.op.span_name} attempt"
         end_default = call.end_ns or call.start_ns
-        # Retries usually repeat one error: redacted and rendered once per call.
-        statuses: dict[tuple[str, str], Status] = {}
         masks = None
         pipeline = self._pipeline
         # Under the default samplers an attempt is recording as its (recording) parent:
@@ -331,23 +340,19 @@ class TracesSignal(SignalBase):
             status = event = None
             if failed:
                 raised = attempt.exception
-                key = (error_type, attempt.error_message or "")
-                status = statuses.get(key) if raised is None else None
-                if status is None:
-                    message = attempt.error_message
-                    if message is None:
-                        message = "" if raised is None else exception_message(raised)
-                    if masks is None and (message or raised is not None):
-                        # Once per call, and only if there is text to show.
-                        masks = masks_for(call, capture_s3_keys=self._options.capture_s3_keys)
+                message = attempt.error_message
+                if message is None:
+                    message = "" if raised is None else exception_message(raised)
+                if masks is None and (message or raised is not None):
+                    # Once per call, and only if there is text to show.
+                    masks = masks_for(call, capture_s3_keys=self._options.capture_s3_keys)
+                if raised is None:  # an HTTP error response: in the status, no event
+                    status = self._http_error_status(call, error_type, message, masks)
+                else:  # a reset connection, a timeout: the exception, as it was raised
                     event, description = exception_event(
                         raised, call, code=error_type, message=message, masks=masks
                     )
                     status = Status(StatusCode.ERROR, description)
-                    if raised is None:  # an HTTP error response: in the status, once per call
-                        statuses[key] = status
-                        event = None
-                    # else a reset connection, a timeout: the exception, as it was raised
             if whole:
                 try:
                     pipeline.ended_child(  # type: ignore[union-attr]
@@ -376,6 +381,22 @@ class TracesSignal(SignalBase):
                 child.finish(end_time)  # what ``end`` does, one call less per attempt
             else:
                 child.end(end_time=end_time)  # type: ignore[union-attr]
+
+    def _http_error_status(
+        self, call: Call, code: str, message: str, masks: Masks | None
+    ) -> Status:
+        """An attempt's error status for an HTTP error response. Retries repeat one
+        error, call after call: its redacted text depends only on the masks (one object
+        per client, operation and keys), the code and the message, so each is rendered
+        once, not per attempt."""
+        key = (masks, code, message)
+        status = self._statuses.get(key)
+        if status is None:
+            _, description = exception_event(None, call, code=code, message=message, masks=masks)
+            if len(self._statuses) >= _STATUSES:
+                self._statuses.clear()
+            status = self._statuses[key] = Status(StatusCode.ERROR, description)
+        return status
 
     def _child_span(
         self,
