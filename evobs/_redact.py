@@ -726,7 +726,7 @@ class Masks:
     secret values (the call's sensitive params, the client's own credentials, as
     ``MARK``) and S3 object keys (unless captured, as ``KEY``)."""
 
-    __slots__ = ("keys", "rendered", "secrets")
+    __slots__ = ("keys", "rendered", "secrets", "statuses")
 
     def __init__(self, secrets: Iterable[str] = (), keys: Iterable[str] = ()) -> None:
         self.secrets = tuple(secrets)
@@ -734,6 +734,10 @@ class Masks:
         #: Texts already redacted with these masks (a retry storm repeats one message),
         #: by (text, limit): what they became. Bounded; holds only redacted output.
         self.rendered: dict[tuple[str, int], str] = {}
+        #: Span statuses a signal built from an error code and message redacted with these
+        #: masks, by (code, message), for the next failure that repeats them (bounded by
+        #: the signal that fills it); they hold only redacted output.
+        self.statuses: dict[tuple[str, str], Any] = {}
 
     def __repr__(self) -> str:  # never the values
         return f"<Masks secrets={len(self.secrets)} keys={len(self.keys)}>"

@@ -59,14 +59,14 @@ __all__ = ["PROPAGATION_SKIPPED", "TracesSignal"]
 PROPAGATION_SKIPPED: Final = "aws.sdk.propagation.skipped"
 
 _NS_PER_MS: Final = 1_000_000
-#: Attempt error statuses kept for reuse (``_http_error_status``), at most.
-_STATUSES: Final = 256
+#: Attempt error statuses kept per ``Masks`` (``_http_error_status``), at most.
+_STATUSES_PER_MASKS: Final = 64
 
 
 class TracesSignal(SignalBase):
     """Renders call records as OpenTelemetry spans."""
 
-    __slots__ = ("_attrs", "_errors", "_open", "_options", "_pipeline", "_statuses", "_tracer")
+    __slots__ = ("_attrs", "_errors", "_open", "_options", "_pipeline", "_tracer")
 
     name = "traces"
 
@@ -92,8 +92,6 @@ class TracesSignal(SignalBase):
         #: The spans of calls in flight, with the token of their context's attach: the
         #: record carries only their context.
         self._open: dict[Call, tuple[Any, Token[otel_context.Context]]] = {}
-        #: Attempt error statuses by (masks, code, message): see ``_http_error_status``.
-        self._statuses: dict[tuple[Masks | None, str, str], Status] = {}
 
     @property
     def fast_spans(self) -> bool:
@@ -343,11 +341,10 @@ class TracesSignal(SignalBase):
                 message = attempt.error_message
                 if message is None:
                     message = "" if raised is None else exception_message(raised)
-                if masks is None and (message or raised is not None):
-                    # Once per call, and only if there is text to show.
+                if masks is None:  # once per call
                     masks = masks_for(call, capture_s3_keys=self._options.capture_s3_keys)
                 if raised is None:  # an HTTP error response: in the status, no event
-                    status = self._http_error_status(call, error_type, message, masks)
+                    status = _http_error_status(call, error_type, message, masks)
                 else:  # a reset connection, a timeout: the exception, as it was raised
                     event, description = exception_event(
                         raised, call, code=error_type, message=message, masks=masks
@@ -382,22 +379,6 @@ class TracesSignal(SignalBase):
             else:
                 child.end(end_time=end_time)  # type: ignore[union-attr]
 
-    def _http_error_status(
-        self, call: Call, code: str, message: str, masks: Masks | None
-    ) -> Status:
-        """An attempt's error status for an HTTP error response. Retries repeat one
-        error, call after call: its redacted text depends only on the masks (one object
-        per client, operation and keys), the code and the message, so each is rendered
-        once, not per attempt."""
-        key = (masks, code, message)
-        status = self._statuses.get(key)
-        if status is None:
-            _, description = exception_event(None, call, code=code, message=message, masks=masks)
-            if len(self._statuses) >= _STATUSES:
-                self._statuses.clear()
-            status = self._statuses[key] = Status(StatusCode.ERROR, description)
-        return status
-
     def _child_span(
         self,
         name: str,
@@ -417,6 +398,21 @@ class TracesSignal(SignalBase):
             except Exception as exc:
                 pipeline.failed(exc)
         return self._start_span(name, SpanKind.CLIENT, attributes, start_time, parent_context)
+
+
+def _http_error_status(call: Call, code: str, message: str, masks: Masks) -> Status:
+    """An attempt's error status for an HTTP error response. Retries repeat one error,
+    call after call, and its redacted text depends only on the masks (one object per
+    client, operation and keys), the code and the message: built once per masks."""
+    key = (code, message)
+    statuses = masks.statuses
+    status: Status | None = statuses.get(key)
+    if status is None:
+        _, description = exception_event(None, call, code=code, message=message, masks=masks)
+        if len(statuses) >= _STATUSES_PER_MASKS:
+            statuses.clear()
+        status = statuses[key] = Status(StatusCode.ERROR, description)
+    return status
 
 
 def _set_attributes(span: Any, attributes: dict[str, Any]) -> None:
