@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.benchmarks.instructions import Counter, module_roots
+from tests.benchmarks.instructions import Counter, Key, module_roots, spec_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -162,3 +162,27 @@ def test_counters_read_their_totals(tmp_path: Path) -> None:
     grind.write_text("version: 1\n")
     with pytest.raises(ValueError):
         Counter("callgrind", "").read(grind)
+
+
+def test_each_repeat_runs_at_its_own_memory_layout() -> None:
+    """The k-th repeat of a row is a child told layout k, which before any import of
+    its variant holds k x 997 small objects of every size class (so every later
+    address moves); layout 0 allocates nothing."""
+    assert spec_for(Key("canned", "evobs-all"), 30, 30, 2)["layout"] == 2
+    assert spec_for(Key("canned", "evobs-all"), 30, 30)["layout"] == 0
+    probe = (
+        "import sys; from tests.benchmarks import child; "
+        "child._shift_layout(int(sys.argv[1])); pad = child._PADDING; "
+        "print(len(pad), len({sys.getsizeof(b) // 16 for b in pad}), "
+        "'opentelemetry' in sys.modules)"
+    )
+    for layout, expected in ((0, "0 0 False"), (2, "1994 32 False")):
+        out = subprocess.run(
+            [sys.executable, "-c", probe, str(layout)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.split()
+        assert " ".join(out) == expected

@@ -621,8 +621,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=int,
         default=None,
         help="count every (N1, N2) pair this many times, the k-th at PYTHONHASHSEED=k "
-        f"(default: the rows targets are judged on at {instructions.TARGET_SEEDS} seeds, "
-        "the others at one; cold start at as many)",
+        "and memory layout k (default: the rows targets are judged on "
+        f"{instructions.TARGET_SEEDS} times, the others once; cold start as many times, "
+        "at PYTHONHASHSEED=k)",
     )
     parser.add_argument(
         "--jobs",

@@ -607,9 +607,28 @@ def cold(spec: dict[str, Any], t0: int) -> dict[str, Any]:
     return {"cold_ms": (perf_counter_ns() - t0) / 1e6}
 
 
+#: What ``_shift_layout`` allocated: alive for the whole process.
+_PADDING: Final[list[bytes]] = []
+
+
+def _shift_layout(layout: int) -> None:
+    """Move where everything allocated after this lands (``layout`` 0: nowhere).
+
+    The interpreter's per-call work depends on addresses as well as on the calls: its
+    method cache is indexed by the addresses of interned names, and objects hash by
+    address. Under a counter the addresses are the same in every run, so a count is
+    one draw from a spread (~14 k per call for evobs's canned call, see
+    docs/performance.md); the instruction mode counts each repeat at another layout
+    and takes the median. Small
+    objects of every size class, allocated before any import of the variant's, shift
+    every later one: names, code, modules and the calls' objects."""
+    _PADDING.extend(bytes(n % 509) for n in range(layout * 997))
+
+
 def main(argv: list[str]) -> int:
     t0 = perf_counter_ns()
     spec = json.loads(argv[1])
+    _shift_layout(int(spec.get("layout", 0)))
     _environment(spec.get("variant"))
     mode = spec.get("mode", "measure")
     if mode == "count":

@@ -61,10 +61,12 @@ TARGETS: Final = (
 )
 #: Cold start goals: (setup, ceiling of its instructions / boto3 alone's).
 COLD_GOALS: Final = (("evobs-all", 1.10), ("evobs-traces", 1.05))
-#: A code change moves where the interpreter's objects and hashes land, and with it a
-#: per-call count by up to ~10 k (seen with no change on the path): the rows a target
-#: is judged on are counted at this many hash seeds, and their median taken.
-TARGET_SEEDS: Final = 3
+#: Where the interpreter's objects land (addresses) and how strings hash (the seed)
+#: move a per-call count by up to ~14 k with nothing changed on the path; a change
+#: anywhere (even the install) picks another draw. The rows a target is judged on are
+#: counted at this many (seed, layout) draws, the k-th with ``PYTHONHASHSEED=k`` and
+#: memory layout k (``child._shift_layout``), and their median taken.
+TARGET_SEEDS: Final = 5
 #: The rows each target's ratio is made of, beside its own.
 JUDGED_BY: Final = ("baseline", "peer")
 
@@ -246,7 +248,7 @@ class Row:
         return max(values) - min(values)
 
 
-def spec_for(key: Key, calls: int, warmup: int) -> dict[str, Any]:
+def spec_for(key: Key, calls: int, warmup: int, layout: int = 0) -> dict[str, Any]:
     return {
         "mode": "count",
         "workload": key.workload,
@@ -257,6 +259,7 @@ def spec_for(key: Key, calls: int, warmup: int) -> dict[str, Any]:
         "evobs_options": EVOBS_OPTIONS.get(key.workload, {})
         if key.variant.startswith("evobs")
         else {},
+        "layout": layout,
     }
 
 
@@ -330,8 +333,9 @@ def run_per_call(
     progress: Callable[[str], None],
 ) -> dict[Key, Row]:
     """Every (workload, variant) counted as (N1, N2) pairs, the k-th pair of a row with
-    ``PYTHONHASHSEED=k``: ``repeat`` pairs each, or (None) ``TARGET_SEEDS`` for the rows
-    the targets are judged on and one for the rest. A row's figure is the median."""
+    ``PYTHONHASHSEED=k`` at memory layout k: ``repeat`` pairs each, or (None)
+    ``TARGET_SEEDS`` for the rows the targets are judged on and one for the rest. A
+    row's figure is the median."""
     keys = [Key(w, v) for w in workloads for v in ("baseline", *variants) if v in VARIANTS]
     keys = list(dict.fromkeys(keys))
     rows = {k: Row(k) for k in keys}
@@ -345,7 +349,7 @@ def run_per_call(
         warmup, n1, n2 = SIZES[key.workload][1 if quick else 0]
         for seed in range(seeds):
             for calls in (n1, n2):
-                jobs_list.append((key, calls, spec_for(key, calls, warmup), seed))
+                jobs_list.append((key, calls, spec_for(key, calls, warmup, seed), seed))
     done: dict[tuple[Key, int], list[tuple[int | None, dict[str, Any] | None, str]]] = {}
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [
@@ -655,13 +659,20 @@ def modules_lines(cold: dict[str, Cold], limit: int = 40) -> list[str]:
 def _repeats_text(repeat: int | None, quick: bool) -> str:
     if repeat is not None or quick:
         n = 1 if repeat is None else repeat
-        return f"Each pair ran {n} time(s), the k-th with `PYTHONHASHSEED=k` (from 0)."
+        return (
+            f"Each pair ran {n} time(s), the k-th with `PYTHONHASHSEED=k` and memory layout "
+            "k (from 0)."
+        )
     return (
         f"The rows the targets are judged on (boto3 alone, the peer, evobs) ran "
-        f"{TARGET_SEEDS} pairs, the k-th with `PYTHONHASHSEED=k` (from 0), the others one "
-        "(`PYTHONHASHSEED=0`): a change anywhere moves where the interpreter's objects and "
-        "hashes land, which alone moves a per-call count by up to ~10 k with nothing changed "
-        "on the path; the median over seeds settles that."
+        f"{TARGET_SEEDS} pairs, the k-th with `PYTHONHASHSEED=k` and memory layout k "
+        "(from 0), the others one (seed and layout 0). Layout k: k x 997 small objects of "
+        "every size class allocated before anything else, which moves every later address. "
+        "Where objects land and how strings hash move the interpreter's own work (its "
+        "method cache is indexed by the addresses of interned names; objects hash by "
+        "address): with nothing changed on the path, one draw differs from another by up "
+        "to ~14 k per call, and any change (even the install) picks another draw. The "
+        "median over draws settles that; *repeats: spread* shows it."
     )
 
 
