@@ -296,6 +296,91 @@ def test_api_runtime_context_var() -> None:
         otel_context.detach(token)
 
 
+def test_api_context_access_direct() -> None:
+    """``opentelemetry.context._RUNTIME_CONTEXT`` (a ``ContextVarsRuntimeContext``), its
+    ``_current_context`` and ``opentelemetry.trace.propagation._SPAN_KEY``: where they
+    have that shape the call span is made current through the ContextVar itself, with
+    the same results as ``get_current``, ``attach(set_span_in_context(...))``,
+    ``detach`` and ``get_current_span``."""
+    from opentelemetry import trace
+    from opentelemetry.context import _RUNTIME_CONTEXT
+    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+    from opentelemetry.trace import propagation
+
+    assert type(_RUNTIME_CONTEXT) is ContextVarsRuntimeContext
+    assert isinstance(propagation._SPAN_KEY, str)  # type: ignore[attr-defined]
+    assert otel_api.current_context is not otel_context.get_current  # the direct path
+    span = trace.NonRecordingSpan(trace.SpanContext(5, 6, False))
+    before = otel_context.get_current()
+    assert otel_api.current_context() is before
+    token = otel_api.attach_span(span, before)
+    try:
+        assert trace.get_current_span() is span
+        assert otel_api.current_context() is otel_context.get_current()
+        assert dict(otel_context.get_current()) == dict(trace.set_span_in_context(span, before))
+        assert otel_api.span_in(None) is span
+    finally:
+        otel_api.detach_context(token)
+    assert otel_context.get_current() is before
+    for context in (before, trace.set_span_in_context(span), otel_context.Context()):
+        assert otel_api.span_in(context) is trace.get_current_span(context)
+    odd = otel_context.Context({propagation._SPAN_KEY: "not a span"})  # type: ignore[attr-defined]
+    assert otel_api.span_in(odd) is trace.get_current_span(odd) is trace.INVALID_SPAN
+
+
+def test_api_context_access_detach_failure_is_the_apis(caplog: pytest.LogCaptureFixture) -> None:
+    """A token that cannot be reset (used twice) is handed to the API's ``detach``,
+    which logs it as it always does; nothing is raised into the call."""
+    from opentelemetry import trace
+
+    span = trace.NonRecordingSpan(trace.SpanContext(5, 6, False))
+    before = otel_context.get_current()
+    token = otel_api.attach_span(span, before)
+    otel_api.detach_context(token)
+    with caplog.at_level("ERROR", logger="opentelemetry.context"):
+        otel_api.detach_context(token)
+    assert "Failed to detach context" in caplog.text
+    assert otel_context.get_current() is before
+
+
+def test_api_context_access_follows_a_replaced_runtime_context(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A library that replaces ``_RUNTIME_CONTEXT`` after evobs is imported: every call
+    goes through the API, so the span is current in the new runtime context."""
+    from opentelemetry import trace
+    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+    class Replacement(ContextVarsRuntimeContext):
+        pass
+
+    replacement = Replacement()
+    monkeypatch.setattr(otel_context, "_RUNTIME_CONTEXT", replacement)
+    span = trace.NonRecordingSpan(trace.SpanContext(5, 6, False))
+    current = otel_api.current_context()
+    assert current is replacement.get_current()
+    token = otel_api.attach_span(span, current)
+    try:
+        assert trace.get_current_span(replacement.get_current()) is span
+        assert otel_api.span_in(None) is span
+    finally:
+        otel_api.detach_context(token)
+    assert replacement.get_current() is current
+
+
+def test_api_context_access_other_shape_takes_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A span key of another shape, or another runtime context: the API's own functions."""
+    from opentelemetry.trace import propagation
+
+    monkeypatch.setattr(propagation, "_SPAN_KEY", object())
+    assert otel_api._context_access()[0] is otel_context.get_current
+    monkeypatch.undo()
+    monkeypatch.setattr(otel_context, "_RUNTIME_CONTEXT", object())
+    current, _attach, detach, _span_in = otel_api._context_access()
+    assert current is otel_context.get_current
+    assert detach is otel_context.detach
+
+
 def test_api_span_context_new() -> None:
     """``SpanContext.__new__``, called directly (``otel_api.new_span_context``): the class
     has no ``__init__`` of its own and a plain metaclass, so the function builds exactly

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable
+from contextvars import Token
 from functools import partial
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
-from opentelemetry.trace import SpanContext
+from opentelemetry.context import Context
+from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, Span, SpanContext
+from opentelemetry.trace import propagation as trace_propagation
 
 __all__ = [
     "SUPPRESS_INSTRUMENTATION_KEY",
+    "attach_span",
+    "current_context",
+    "detach_context",
     "instrumentation_suppressed",
     "new_span_context",
     "no_global_meter_provider",
+    "span_in",
 ]
 
 #: The context key set by ``opentelemetry.instrumentation.utils.suppress_instrumentation``
@@ -103,3 +110,114 @@ def _span_context_constructor() -> Callable[..., SpanContext]:
 #: A new ``SpanContext`` from positional ``(trace_id, span_id, is_remote, trace_flags,
 #: trace_state)``: what ``SpanContext(...)`` builds, called more cheaply where it can be.
 new_span_context: Final = _span_context_constructor()
+
+
+# -- the current context, on every call ---------------------------------------------------
+
+_api_get_current: Final = otel_context.get_current
+_api_attach: Final = otel_context.attach
+_api_detach: Final = otel_context.detach
+_api_set_span_in_context: Final = trace_propagation.set_span_in_context
+_api_get_current_span: Final = trace_propagation.get_current_span
+
+
+def _api_attach_span(span: Span, context: Context) -> Token[Context]:
+    return _api_attach(_api_set_span_in_context(span, context))
+
+
+def _api_span_in(context: Context | None) -> Span:
+    return _api_get_current_span(context)
+
+
+def _span_key() -> str | None:
+    """The key the API keeps the current span under in a Context
+    (``opentelemetry.trace.propagation._SPAN_KEY``), where ``set_span_in_context`` and
+    ``get_current_span`` are proven to be a plain write and read of it; else None."""
+    key = getattr(trace_propagation, "_SPAN_KEY", None)
+    if not isinstance(key, str):
+        return None
+    probe = NonRecordingSpan(SpanContext(1, 1, False))
+    try:
+        base = Context({"evobs.probe": 1})
+        written = _api_set_span_in_context(probe, base)
+        proven = (
+            type(written) is Context
+            and dict(written) == {"evobs.probe": 1, key: probe}
+            and _api_get_current_span(Context({key: probe})) is probe
+            and _api_get_current_span(Context({key: "not a span"})) is INVALID_SPAN
+            and _api_get_current_span(Context()) is INVALID_SPAN
+        )
+    except Exception:
+        return None
+    return key if proven else None
+
+
+def _context_access() -> tuple[
+    Callable[[], Context],
+    Callable[[Span, Context], Token[Context]],
+    Callable[[Token[Context]], None],
+    Callable[[Context | None], Span],
+]:
+    """``(current_context, attach_span, detach_context, span_in)``, built once.
+
+    Each call of evobs reads the current context, makes its span current and restores
+    the context: through the API that is six Python calls, each a one-line delegation
+    to the runtime context's ContextVar (``get_current`` -> ``_RUNTIME_CONTEXT.
+    get_current`` -> ``ContextVar.get``). Where the runtime context is the API's own
+    ``ContextVarsRuntimeContext`` and the span key is proven (``_span_key``), these
+    read and write that ContextVar in one call each (~3 k instructions per call), and
+    check on every call that it is still the runtime context (a library may replace
+    ``_RUNTIME_CONTEXT``: then the API, as if evobs had always used it). Anything
+    else: the API's functions themselves.
+    """
+    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    var = _runtime_context_var()
+    key = _span_key()
+    own_api = all(
+        getattr(f, "__module__", None) == "opentelemetry.context"
+        for f in (_api_get_current, _api_attach, _api_detach)
+    )
+    if var is None or key is None or not own_api or type(runtime) is not ContextVarsRuntimeContext:
+        return _api_get_current, _api_attach_span, _api_detach, _api_span_in
+    try:
+        contextvars.Context().run(var.get)  # the API's var has a default: an empty Context
+    except LookupError:
+        return _api_get_current, _api_attach_span, _api_detach, _api_span_in
+    module: Any = otel_context
+    get, set_, reset = var.get, var.set, var.reset
+
+    def current_context() -> Context:
+        if module._RUNTIME_CONTEXT is runtime:
+            context: Context = get()
+            return context
+        return _api_get_current()
+
+    def attach_span(span: Span, context: Context) -> Token[Context]:
+        values = context.copy()
+        values[key] = span
+        if module._RUNTIME_CONTEXT is runtime:
+            return set_(Context(values))
+        return _api_attach(Context(values))
+
+    def detach_context(token: Token[Context]) -> None:
+        if module._RUNTIME_CONTEXT is runtime:
+            try:
+                reset(token)
+                return
+            except Exception:
+                pass  # the API's detach fails the same way, and logs it
+        _api_detach(token)
+
+    def span_in(context: Context | None) -> Span:
+        span = (current_context() if context is None else context).get(key)
+        return span if isinstance(span, Span) else INVALID_SPAN
+
+    return current_context, attach_span, detach_context, span_in
+
+
+#: ``opentelemetry.context.get_current()``; ``attach(set_span_in_context(span,
+#: context))``; ``detach(token)``; ``trace.get_current_span(context)``: the same, in
+#: fewer calls where the API's default runtime context is proven (``_context_access``).
+current_context, attach_span, detach_context, span_in = _context_access()

@@ -34,7 +34,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from opentelemetry.util import types
 
 from .._compat import otel_sdk
-from .._compat.otel_api import new_span_context
+from .._compat.otel_api import new_span_context, span_in
 from .._compat.otel_sdk import TracerParts
 
 __all__ = ["SdkPipeline", "SdkSpan", "exception_type"]
@@ -150,13 +150,19 @@ class SdkPipeline:
     def limits(self) -> SpanLimits:
         return self._limits
 
-    def _begin(self, span: SdkSpan, context: Context | None) -> SdkSpan:
-        """Hands a new span to the processors (as they are now: see ``_refresh``)."""
+    def _begin(
+        self, span: SdkSpan, context: Context | None, parent: SdkSpan | None = None
+    ) -> SdkSpan:
+        """Hands a new span to the processors (as they are now: see ``_refresh``). The
+        context it was started in is ``context``, or (None) the one ``parent`` is
+        current in, built only for a processor that does something in ``on_start``."""
         multi = self._multi
         if multi is not None and _processors_of(multi) is not self._processors:
             self._refresh()
         on_start = self._on_start
         if on_start is not None:
+            if context is None and parent is not None:
+                context = trace.set_span_in_context(parent)
             on_start(span, parent_context=context)
         return span
 
@@ -201,7 +207,7 @@ class SdkPipeline:
         decides them, a plain tuple; no span context when the tracer is disabled. The
         span starts with the attributes returned: the sampler's, which the SDK uses in
         place of those given."""
-        parent: SpanContext | None = trace.get_current_span(context).get_span_context()
+        parent: SpanContext | None = span_in(context).get_span_context()
         if self._enabled is not None and not self._enabled():
             return (None, parent, False, attributes)
         if parent is None or not parent.is_valid:
@@ -284,7 +290,7 @@ class SdkPipeline:
         start_time: int,
         end_time: int,
         parent: SdkSpan,
-        context: Context,
+        context: Context | None = None,
         status: Status | None = None,
         exception: dict[str, Any] | None = None,
     ) -> None:
@@ -292,7 +298,9 @@ class SdkPipeline:
         call's attempt, rendered when the call ends), under the default samplers
         (:attr:`children_follow_parent`): built whole, with its status and ``exception``
         event, then handed to the processors, ``on_start`` then ``on_end``, as
-        :meth:`child` and :meth:`end` would (two calls of evobs's instead of five)."""
+        :meth:`child` and :meth:`end` would (two calls of evobs's instead of five).
+        ``context`` (the one ``parent`` is current in) is built only if a processor's
+        ``on_start`` is to get it."""
         ctx: SpanContext = parent._context  # type: ignore[assignment]  # set on every SdkSpan
         span = SdkSpan(
             self,
@@ -309,7 +317,7 @@ class SdkPipeline:
             span.record_event("exception", exception, end_time)
         if status is not None:
             span._status = status
-        self._begin(span, context)
+        self._begin(span, context, parent)
         span._end_time = end_time
         self.end(span)
 

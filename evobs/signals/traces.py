@@ -22,6 +22,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._call import WALL_OFFSET_NS
+from .._compat.otel_api import attach_span, current_context, detach_context
 from .._lazy import lazy_names
 from .._version import __version__
 from ..services import peer_attributes, rpc_attributes
@@ -150,10 +151,10 @@ class TracesSignal(SignalBase):
             name = call.genai.request.span_name or name
             attributes.update(call.genai.request.attributes)
         # Read once: the span's parent, and what it becomes current in.
-        current = otel_context.get_current()
+        current = current_context()
         span, api_request = self._open_call_span(call, name, kind, attributes, current)
         # Registered before anything else can fail: a started span always ends.
-        token = otel_context.attach(trace.set_span_in_context(span, current))
+        token = attach_span(span, current)
         self._open[call] = (span, token)
         try:
             call.span_context = span.get_span_context()
@@ -218,7 +219,7 @@ class TracesSignal(SignalBase):
                     else:
                         span.end(end_time=end_time)
             finally:
-                otel_context.detach(token)
+                detach_context(token)
 
     def call_forgotten(self, call: Call) -> None:
         """A call of a thread that is gone (a forked child): its span is the parent
@@ -295,15 +296,16 @@ class TracesSignal(SignalBase):
             self._attempt_spans(span, call)
 
     def _attempt_spans(self, parent: Any, call: Call) -> None:
-        parent_context = trace.set_span_in_context(parent)
         name = f"{call.op.span_name} attempt"
         end_default = call.end_ns or call.start_ns
         masks = None
         pipeline = self._pipeline
         # Under the default samplers an attempt is recording as its (recording) parent:
-        # each is built whole, already over (``SdkPipeline.ended_child``).
+        # each is built whole, already over (``SdkPipeline.ended_child``), and the
+        # context the parent is current in is built only if a processor asks for it.
         whole = pipeline is not None and type(parent) is SdkSpan
         whole = whole and pipeline.children_follow_parent  # type: ignore[union-attr]
+        parent_context: otel_context.Context | None = None
         # The attempts are the leaves a viewer labels with the peer (when it is on).
         peer = peer_attributes(call.op.service) if self._options.peer_service else None
         last = call.attempts[-1]
@@ -333,6 +335,8 @@ class TracesSignal(SignalBase):
                 failed = False
             child = None
             if not whole:
+                if parent_context is None:
+                    parent_context = trace.set_span_in_context(parent)
                 child = self._child_span(name, attributes, start_time, parent, parent_context)
                 failed = failed and child.is_recording()  # nothing to render for a dropped one
             status = event = None
@@ -367,6 +371,7 @@ class TracesSignal(SignalBase):
                 except Exception as exc:
                     pipeline.failed(exc)  # type: ignore[union-attr]
                     whole = False
+                    parent_context = trace.set_span_in_context(parent)
                 child = self._start_span(
                     name, SpanKind.CLIENT, attributes, start_time, parent_context
                 )
