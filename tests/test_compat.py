@@ -347,7 +347,8 @@ def test_api_context_access_follows_a_replaced_runtime_context(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A library that replaces ``_RUNTIME_CONTEXT`` after evobs is imported: every call
-    goes through the API, so the span is current in the new runtime context."""
+    goes through the API, so the span is current in the new runtime context and the
+    suppression flag set there is seen."""
     from opentelemetry import trace
     from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 
@@ -356,6 +357,14 @@ def test_api_context_access_follows_a_replaced_runtime_context(
 
     replacement = Replacement()
     monkeypatch.setattr(otel_context, "_RUNTIME_CONTEXT", replacement)
+    suppressed = otel_context.attach(
+        otel_context.set_value(otel_api.SUPPRESS_INSTRUMENTATION_KEY, True)
+    )
+    try:
+        assert otel_api.instrumentation_suppressed()  # set in the new runtime context
+    finally:
+        otel_context.detach(suppressed)
+    assert not otel_api.instrumentation_suppressed()
     span = trace.NonRecordingSpan(trace.SpanContext(5, 6, False))
     current = otel_api.current_context()
     assert current is replacement.get_current()

@@ -24,12 +24,15 @@ __all__ = [
     "span_in",
 ]
 
+#: The API's own functions (the fallbacks, and what the shape checks compare with).
+_api_get_current: Final = otel_context.get_current
+_api_attach: Final = otel_context.attach
+_api_detach: Final = otel_context.detach
+
 #: The context key set by ``opentelemetry.instrumentation.utils.suppress_instrumentation``
 #: (exporters that call AWS themselves set it so their own calls are not traced). It is
 #: private to the API package (``opentelemetry.context._SUPPRESS_INSTRUMENTATION_KEY``);
 #: where an API lacks it, suppression cannot be seen and calls are recorded as usual.
-_current: Final = otel_context.get_current
-
 SUPPRESS_INSTRUMENTATION_KEY: Final[Any] = getattr(
     otel_context, "_SUPPRESS_INSTRUMENTATION_KEY", None
 )
@@ -44,24 +47,52 @@ def _runtime_context_var() -> contextvars.ContextVar[Any] | None:
     return var if isinstance(var, contextvars.ContextVar) else None
 
 
+def _proven_runtime() -> tuple[Any, contextvars.ContextVar[Any]] | None:
+    """``(runtime context, its ContextVar)`` where the runtime context is the API's own
+    ``ContextVarsRuntimeContext`` (whose methods are one-line delegations to the var),
+    the var has its default (an empty Context) and the API's ``get_current``,
+    ``attach`` and ``detach`` are its own; else None. Whoever reads the var directly
+    checks per call that this runtime context is still the API's: a library may
+    replace ``_RUNTIME_CONTEXT``, and then the API is used."""
+    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    var = _runtime_context_var()
+    own_api = all(
+        getattr(f, "__module__", None) == "opentelemetry.context"
+        for f in (_api_get_current, _api_attach, _api_detach)
+    )
+    if var is None or not own_api or type(runtime) is not ContextVarsRuntimeContext:
+        return None
+    try:
+        contextvars.Context().run(var.get)
+    except LookupError:
+        return None
+    return runtime, var
+
+
 def _suppression_check() -> Callable[[], bool]:
     """``instrumentation_suppressed``, built once: it runs on every call, so where the
-    API's own ContextVar is readable it is read directly (one C call instead of three
-    Python ones); otherwise through ``get_current()``."""
+    API's own ContextVar is proven (``_proven_runtime``) it is read directly (one C call
+    instead of three Python ones); otherwise through ``get_current()``."""
     key = SUPPRESS_INSTRUMENTATION_KEY
     if key is None:
         return lambda: False
-    var = _runtime_context_var()
-    if var is None:
+    proven = _proven_runtime()
+    if proven is None:
 
         def through_the_api() -> bool:
-            return bool(_current().get(key))
+            return bool(_api_get_current().get(key))
 
         return through_the_api
+    runtime, var = proven
+    module: Any = otel_context
+    get = var.get
 
     def direct() -> bool:
-        context = var.get(None)
-        return bool((_current() if context is None else context).get(key))
+        if module._RUNTIME_CONTEXT is runtime:
+            return bool(get().get(key))
+        return bool(_api_get_current().get(key))
 
     return direct
 
@@ -114,9 +145,6 @@ new_span_context: Final = _span_context_constructor()
 
 # -- the current context, on every call ---------------------------------------------------
 
-_api_get_current: Final = otel_context.get_current
-_api_attach: Final = otel_context.attach
-_api_detach: Final = otel_context.detach
 _api_set_span_in_context: Final = trace_propagation.set_span_in_context
 _api_get_current_span: Final = trace_propagation.get_current_span
 
@@ -170,21 +198,11 @@ def _context_access() -> tuple[
     ``_RUNTIME_CONTEXT``: then the API, as if evobs had always used it). Anything
     else: the API's functions themselves.
     """
-    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
-
-    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
-    var = _runtime_context_var()
+    proven = _proven_runtime()
     key = _span_key()
-    own_api = all(
-        getattr(f, "__module__", None) == "opentelemetry.context"
-        for f in (_api_get_current, _api_attach, _api_detach)
-    )
-    if var is None or key is None or not own_api or type(runtime) is not ContextVarsRuntimeContext:
+    if proven is None or key is None:
         return _api_get_current, _api_attach_span, _api_detach, _api_span_in
-    try:
-        contextvars.Context().run(var.get)  # the API's var has a default: an empty Context
-    except LookupError:
-        return _api_get_current, _api_attach_span, _api_detach, _api_span_in
+    runtime, var = proven
     module: Any = otel_context
     get, set_, reset = var.get, var.set, var.reset
 
