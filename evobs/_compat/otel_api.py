@@ -230,7 +230,9 @@ def _context_access() -> tuple[
 
     def span_in(context: Context | None) -> Span:
         span = (current_context() if context is None else context).get(key)
-        return span if isinstance(span, Span) else INVALID_SPAN
+        if span is None or not isinstance(span, Span):  # None first: Span is an ABC
+            return INVALID_SPAN
+        return span
 
     return current_context, attach_span, detach_context, span_in
 

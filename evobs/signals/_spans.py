@@ -30,7 +30,15 @@ from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
 from opentelemetry.sdk.util import BoundedList
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import (
+    INVALID_SPAN,
+    Link,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 from opentelemetry.util import types
 
 from .._compat import otel_sdk
@@ -207,7 +215,8 @@ class SdkPipeline:
         decides them, a plain tuple; no span context when the tracer is disabled. The
         span starts with the attributes returned: the sampler's, which the SDK uses in
         place of those given."""
-        parent: SpanContext | None = span_in(context).get_span_context()
+        current = span_in(context)
+        parent = None if current is INVALID_SPAN else current.get_span_context()
         if self._enabled is not None and not self._enabled():
             return (None, parent, False, attributes)
         if parent is None or not parent.is_valid:
