@@ -73,14 +73,21 @@ class InstrumentedClient(_TimedConstruction):
     """The safety net for botocore clients."""
 
     def _make_api_call(self, operation_name: str, api_params: Any) -> Any:
+        try:
+            parent = super()._make_api_call  # type: ignore[misc]
+        except TypeError:
+            # Uninstrumented by another thread since this method was looked up: the
+            # client's class is its own again (not a subclass of this one), and its own
+            # method is the call.
+            return type(self)._make_api_call(self, operation_name, api_params)
         inst = self._evobs
         if inst is None or not inst.handlers.enabled:
-            return super()._make_api_call(operation_name, api_params)  # type: ignore[misc]
+            return parent(operation_name, api_params)
         region, op = _operation(self, operation_name)
         frame = inst.handlers.open_frame(op, region, api_params, self._evobs_parent)
         error: BaseException | None = None
         try:
-            return super()._make_api_call(operation_name, api_params)  # type: ignore[misc]
+            return parent(operation_name, api_params)
         except BaseException as exc:
             error = exc
             raise
@@ -96,14 +103,18 @@ class AsyncInstrumentedClient(_TimedConstruction):
     synchronous try/finally around it would close the span at once)."""
 
     async def _make_api_call(self, operation_name: str, api_params: Any) -> Any:
+        try:
+            parent = super()._make_api_call  # type: ignore[misc]
+        except TypeError:  # uninstrumented meanwhile: see InstrumentedClient
+            return await type(self)._make_api_call(self, operation_name, api_params)
         inst = self._evobs
         if inst is None or not inst.handlers.enabled:
-            return await super()._make_api_call(operation_name, api_params)  # type: ignore[misc]
+            return await parent(operation_name, api_params)
         region, op = _operation(self, operation_name)
         frame = inst.handlers.open_frame(op, region, api_params, self._evobs_parent)
         error: BaseException | None = None
         try:
-            return await super()._make_api_call(operation_name, api_params)  # type: ignore[misc]
+            return await parent(operation_name, api_params)
         except BaseException as exc:
             error = exc
             raise

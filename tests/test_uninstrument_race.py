@@ -204,3 +204,24 @@ def test_instrumented_mid_call_then_recorded_from_the_next_call(
     finally:
         state["handle"].uninstrument()
     _settled(recorder, registry)
+
+
+def test_call_looked_up_before_the_class_was_restored(
+    session: boto3.Session, recorder: Any, registry: CollectorRegistry, moto_url: str
+) -> None:
+    """The race of the test above, made deterministic: a thread has looked up
+    ``_make_api_call`` on evobs's class for the client when another thread's
+    ``uninstrument`` restores the client's own class. The call runs as the client's
+    own (uninstrumented) call and returns its result; nothing is raised into it and no
+    span is started."""
+    client = session.client("sts", endpoint_url=moto_url)
+    original_class = type(client)
+    handle = evobs.instrument(client, tracer_provider=recorder.provider, registry=registry)
+    looked_up = client._make_api_call  # bound to evobs's class for this client
+    assert type(client) is not original_class
+    handle.uninstrument()
+    assert type(client) is original_class
+    result = looked_up("GetCallerIdentity", {})
+    assert result["Account"]
+    assert recorder.started == recorder.ended == 0
+    assert otel_context.get_current() == otel_context.Context()

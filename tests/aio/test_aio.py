@@ -137,3 +137,25 @@ def test_process_wide_mode_reaches_aiobotocore_sessions(moto_url, recorder, regi
     assert [s.name for s in recorder.spans] == ["SQS.ListQueues"]
     assert recorder.spans[0].kind is SpanKind.CLIENT
     assert _errors(registry) == 0
+
+
+def test_call_looked_up_before_the_class_was_restored(aio_session, moto_url, recorder, registry):
+    """An aiobotocore client's ``_make_api_call`` looked up on evobs's class, awaited
+    after ``uninstrument`` restored the client's own class: the client's own call runs
+    and returns its result, nothing raised, no span."""
+
+    async def main() -> str:
+        async with aio_session.create_client(
+            "sts", region_name="us-east-1", endpoint_url=moto_url
+        ) as sts:
+            original_class = type(sts)
+            handle = evobs.instrument(sts, tracer_provider=recorder.provider, registry=registry)
+            looked_up = sts._make_api_call
+            assert type(sts) is not original_class
+            handle.uninstrument()
+            assert type(sts) is original_class
+            result = await looked_up("GetCallerIdentity", {})
+            return str(result["Account"])
+
+    assert asyncio.run(main())
+    assert recorder.started == recorder.ended == 0
