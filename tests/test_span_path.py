@@ -746,9 +746,12 @@ class _Probe(SpanProcessor):
     def __init__(self) -> None:
         self.started: list[tuple[str, dict[str, Any], bool, Any]] = []
         self.ended: list[Any] = []
+        #: Per span name, the ``parent_context`` each start came with.
+        self.parents: dict[str, list[Any]] = {}
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         self.started.append((span.name, dict(span.attributes or {}), span.is_recording(), span))
+        self.parents.setdefault(span.name, []).append(parent_context)
         span.set_attribute("from.on_start", 1)
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -801,6 +804,11 @@ def test_processor_with_on_start_sees_live_attempt_spans(
     assert len(ended) == 3 and all(_attrs(s)["from.on_start"] == 1 for s in ended)
     (call,) = [s for s in probe.ended if s.name == "DynamoDB.GetItem"]
     assert all(s.parent is not None and s.parent.span_id == call.context.span_id for s in ended)
+    # on_start's parent_context is the one the call span is current in, as start_span gives
+    # it (not None, which a processor would read as whatever is current when it runs).
+    parents = probe.parents["DynamoDB.GetItem attempt"]
+    assert all(p is not None for p in parents)
+    assert [trace.get_current_span(p).get_span_context() for p in parents] == [call.context] * 3
 
     def comparable(spans: Sequence[ReadableSpan]) -> list[dict[str, Any]]:
         out = [_comparable(s) for s in spans if s.name == "DynamoDB.GetItem attempt"]
