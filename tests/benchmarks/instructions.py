@@ -532,7 +532,8 @@ def targets_lines(rows: dict[Key, Row]) -> list[str]:
         met = "n/a" if ratio is None else ("yes" if ratio <= ceiling and valid else "**no**")
         lines.append(
             f"| {workload}: {LABELS[variant]} ≤ {ceiling:.2f} x peer "
-            f"| {_m(overhead(rows, key))} | {_m(overhead(rows, peer))} | {_r(ratio)} | {met} "
+            f"| {_m(overhead(rows, key))} | {_m(overhead(rows, peer))} "
+            f"| {_r(ratio, '.3f')} | {met} "
             f"| {_m(overhead(rows, api) if api in rows else None)} "
             f"| {_r(ratio_to_peer(rows, api) if api in rows else None)} |"
         )
