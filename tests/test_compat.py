@@ -385,9 +385,10 @@ def test_api_context_access_other_shape_takes_the_api(monkeypatch: pytest.Monkey
     assert otel_api._context_access()[0] is otel_context.get_current
     monkeypatch.undo()
     monkeypatch.setattr(otel_context, "_RUNTIME_CONTEXT", object())
-    current, _attach, detach, _span_in = otel_api._context_access()
+    current, _attach, detach, span_in = otel_api._context_access()
     assert current is otel_context.get_current
     assert detach is otel_context.detach
+    assert span_in is propagation.get_current_span
 
 
 def test_api_span_context_new() -> None:

@@ -153,10 +153,6 @@ def _api_attach_span(span: Span, context: Context) -> Token[Context]:
     return _api_attach(_api_set_span_in_context(span, context))
 
 
-def _api_span_in(context: Context | None) -> Span:
-    return _api_get_current_span(context)
-
-
 def _span_key() -> str | None:
     """The key the API keeps the current span under in a Context
     (``opentelemetry.trace.propagation._SPAN_KEY``), where ``set_span_in_context`` and
@@ -201,7 +197,7 @@ def _context_access() -> tuple[
     proven = _proven_runtime()
     key = _span_key()
     if proven is None or key is None:
-        return _api_get_current, _api_attach_span, _api_detach, _api_span_in
+        return _api_get_current, _api_attach_span, _api_detach, _api_get_current_span
     runtime, var = proven
     module: Any = otel_context
     get, set_, reset = var.get, var.set, var.reset

@@ -619,9 +619,9 @@ def _shift_layout(layout: int) -> None:
     address. Under a counter the addresses are the same in every run, so a count is
     one draw from a spread (~14 k per call for evobs's canned call, see
     docs/performance.md); the instruction mode counts each repeat at another layout
-    and takes the median. Small
-    objects of every size class, allocated before any import of the variant's, shift
-    every later one: names, code, modules and the calls' objects."""
+    and takes the median. Small objects of every size class, allocated before any
+    import of the variant's, shift every later one: names, code, modules and the
+    calls' objects."""
     _PADDING.extend(bytes(n % 509) for n in range(layout * 997))
 
 
