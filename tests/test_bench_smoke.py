@@ -15,7 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.benchmarks.instructions import Counter, Key, module_roots, spec_for
+from tests.benchmarks.instructions import (
+    Cold,
+    Counter,
+    Key,
+    Pair,
+    Row,
+    cold_lines,
+    module_roots,
+    spec_for,
+    targets_lines,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -186,3 +196,38 @@ def test_each_repeat_runs_at_its_own_memory_layout() -> None:
             check=True,
         ).stdout.split()
         assert " ".join(out) == expected
+
+
+def _rows(workload: str, **per_call: float) -> dict[Key, Row]:
+    rows = {}
+    for variant, value in per_call.items():
+        key = Key(workload, variant.replace("_", "-"))
+        rows[key] = Row(key, [Pair(value, (30, 330), (0, 0), {})])
+    return rows
+
+
+def test_a_target_below_the_floor_says_so() -> None:
+    """A missed target is reported as below the floor only when the bare SDK spans of
+    the same contract already cost more than its ceiling (DESIGN 7); the floor's
+    overhead and ratio stand beside every target, and a target met stays plain yes."""
+
+    def line(floor: float, evobs: float) -> str:
+        rows = _rows("retry", baseline=1e6, peer=1.5e6, floor=floor, evobs_all=evobs)
+        return targets_lines(rows)[2]
+
+    below = line(floor=1.4e6, evobs=1.425e6)
+    assert "| 425.0 k | 500.0 k | 0.850 | **no**: below the floor | 400.0 k | 0.80 |" in below
+    assert "| **no** |" in line(floor=1.3e6, evobs=1.425e6)
+    assert "| 0.600 | yes | 400.0 k | 0.80 |" in line(floor=1.4e6, evobs=1.3e6)
+
+
+def test_a_cold_goal_below_the_sdk_floor_says_so() -> None:
+    """A cold-start goal missed where boto3 plus the SDK's TracerProvider alone is over
+    it is reported as below the floor; one missed above the floor is a plain no."""
+
+    def cold(sdk: int) -> list[str]:
+        setups = {"baseline": 100, "sdk": sdk, "evobs-traces": 110}
+        return cold_lines({v: Cold(v, [n]) for v, n in setups.items()})
+
+    assert "| **no**: below the floor |" in cold(107)[-1]
+    assert "| **no** |" in cold(103)[-1]
