@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ._handlers import Handlers
     from ._log import HandlerErrors
     from ._operation import Operation
+    from ._redact import Masks
 
 __all__ = ["WALL_OFFSET_NS", "Attempt", "Call", "StreamHandle", "classify"]
 
@@ -155,6 +156,7 @@ class Call:
         "http_method",
         "http_status",
         "invocation_id",
+        "masks",
         "notes",
         "op",
         "outcome",
@@ -220,6 +222,9 @@ class Call:
         #: botocore's RequestSigner (from before-call): its credentials are read, only
         #: when an error text is redacted, to mask them wherever the text quotes them.
         self.signer: Any = None
+        #: What a failure's text must not show (``evobs._redact.masks_for``), gathered at
+        #: most once per call, with the ``capture_s3_keys`` it was gathered for.
+        self.masks: tuple[bool, Masks] | None = None
         #: GenAI facts (``evobs.genai.Facts``: the request, then the response), set by the
         #: operation's hooks for Bedrock Runtime's inference calls; None for every other call.
         self.genai: Any = None

@@ -799,6 +799,19 @@ def masks_for(
     ``keys`` (unless ``capture_s3_keys``), and the credentials its client signs with (read
     now, from the signer before-call saw, or ``signer``). Never raises: what cannot be
     read is skipped."""
+    if call is None or signer is not None or keys:
+        return _gather(call, capture_s3_keys, signer, keys)
+    # One call's failure is shown by several signals (its span's status and events, a log
+    # line, each retried attempt's status): gathered once while the call is in flight.
+    cached = call.masks
+    if cached is not None and cached[0] == capture_s3_keys:
+        return cached[1]
+    masks = _gather(call, capture_s3_keys, None, ())
+    call.masks = (capture_s3_keys, masks)
+    return masks
+
+
+def _gather(call: Call | None, capture_s3_keys: bool, signer: object, keys: Iterable[str]) -> Masks:
     secrets: list[str] = []
     named: list[str] = []
     if call is not None and signer is None:

@@ -409,3 +409,34 @@ def test_s3_keys_of_copy_source_in_every_form() -> None:
     assert set(_redact.s3_keys(model, as_dict)) == {"dst", "a b.txt"}
     assert "people/a b.txt" in _redact.s3_keys(model, as_string)
     assert "people/a%20b.txt" in _redact.s3_key_forms(_redact.s3_keys(model, as_string))
+
+
+def test_a_calls_masks_are_gathered_once_per_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The status, the exception event and the log line of one failed call share the
+    masks gathered for it (once per ``capture_s3_keys``), and the call lets go of them
+    when it ends, with its params."""
+    from evobs._handlers import _release
+
+    client = _client(aws_access_key_id=OWN_KEY, aws_secret_access_key=OWN_SECRET)
+    call = _failed_call(client, "GetObject", {"Bucket": "b", "Key": "people/k.txt"})
+    call.error_code = "AccessDenied"
+    call.error_message = f"Denied: people/k.txt signed with {OWN_SECRET}"
+    gathered: list[tuple[Any, ...]] = []
+    real = _redact._gather
+
+    def counting(*args: Any) -> Any:
+        gathered.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(_redact, "_gather", counting)
+    masks = _redact.masks_for(call)
+    event, description = _redact.exception_event(None, call)
+    logged = _redact.error_message(call)
+    assert len(gathered) == 1 and _redact.masks_for(call) is masks
+    for text in (description, event["exception.message"], logged):
+        assert OWN_SECRET not in text and "people/k.txt" not in text
+    kept = _redact.masks_for(call, capture_s3_keys=True)
+    assert len(gathered) == 2 and kept is not masks and not kept.keys
+    assert _redact.masks_for(None, keys=["x"]) is not masks and len(gathered) == 3
+    _release(call)
+    assert call.masks is None

@@ -164,6 +164,10 @@ def signing_credentials(signer: object) -> tuple[str, ...]:
                 state.get(PLAIN_VALUES[1]),
                 state.get(PLAIN_VALUES[2]),
             )
-        return tuple([v for v in values if type(v) is str and v])
+        found: tuple[str, ...] = ()
+        for value in values:  # no comprehension: its frame costs more than the loop
+            if type(value) is str and value:
+                found += (value,)
+        return found
     except Exception:
         return ()
