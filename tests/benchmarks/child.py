@@ -506,7 +506,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 def _native_exemplar_regime() -> None:
     """evobs builds a duration exemplar per bucket at most once a second (wall clock).
     Natively a call takes ~60 us: a bucket gets one per ~16,000 calls, none or one in a
-    pair's 300 counted calls. Under a counter a call takes ~50x as long and ~40 % of the
+    pair's 300 counted calls. Under a counter a call takes ~50x as long and over a third of the
     calls would build one. Stretching the interval before the warm-up (which still
     builds each bucket's first) keeps the counted calls in the native regime."""
     from evobs.signals import metrics

@@ -725,7 +725,7 @@ def report_lines(
         "would log ~50x the share of retries it logs at full speed (~0.1 % in a 503-503-200 "
         "storm), and a share that depends on the machine's load.",
         "- Duration exemplars: evobs builds one per histogram bucket at most once a second "
-        "(wall clock), natively one per ~16,000 calls of a bucket; under a counter ~40 % of "
+        "(wall clock), natively one per ~16,000 calls of a bucket; under a counter 36 % of "
         "the calls would build one. Counted children stretch that interval to an hour "
         "before the warm-up (which still builds each bucket's first), the native regime.",
         "- *spans reach the provider via*: after the counted calls a span processor is added "
