@@ -812,6 +812,7 @@ def masks_for(
 
 
 def _gather(call: Call | None, capture_s3_keys: bool, signer: object, keys: Iterable[str]) -> Masks:
+    """:func:`masks_for`'s work, uncached (the cache is the call's)."""
     secrets: list[str] = []
     named: list[str] = []
     if call is not None and signer is None:
