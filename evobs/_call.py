@@ -143,6 +143,7 @@ class Call:
     """
 
     __slots__ = (
+        "_masks",
         "attempts",
         "backoff_ns",
         "end_ns",
@@ -156,7 +157,6 @@ class Call:
         "http_method",
         "http_status",
         "invocation_id",
-        "masks",
         "notes",
         "op",
         "outcome",
@@ -224,7 +224,7 @@ class Call:
         self.signer: Any = None
         #: What a failure's text must not show (``evobs._redact.masks_for``), gathered at
         #: most once per call, with the ``capture_s3_keys`` it was gathered for.
-        self.masks: tuple[bool, Masks] | None = None
+        self._masks: tuple[bool, Masks] | None = None
         #: GenAI facts (``evobs.genai.Facts``: the request, then the response), set by the
         #: operation's hooks for Bedrock Runtime's inference calls; None for every other call.
         self.genai: Any = None

@@ -564,7 +564,7 @@ def _release(call: Call) -> None:
     call.params = None
     call.response = None
     call.exception = None
-    call.masks = None
+    call._masks = None
     for attempt in call.attempts:
         attempt.exception = None
 

@@ -803,11 +803,11 @@ def masks_for(
         return _gather(call, capture_s3_keys, signer, keys)
     # One call's failure is shown by several signals (its span's status and events, a log
     # line, each retried attempt's status): gathered once while the call is in flight.
-    cached = call.masks
+    cached = call._masks
     if cached is not None and cached[0] == capture_s3_keys:
         return cached[1]
     masks = _gather(call, capture_s3_keys, None, ())
-    call.masks = (capture_s3_keys, masks)
+    call._masks = (capture_s3_keys, masks)
     return masks
 
 

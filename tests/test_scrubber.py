@@ -439,4 +439,4 @@ def test_a_calls_masks_are_gathered_once_per_setting(monkeypatch: pytest.MonkeyP
     assert len(gathered) == 2 and kept is not masks and not kept.keys
     assert _redact.masks_for(None, keys=["x"]) is not masks and len(gathered) == 3
     _release(call)
-    assert call.masks is None
+    assert call._masks is None
