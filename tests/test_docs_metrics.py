@@ -182,7 +182,8 @@ def test_promql_examples_are_valid(tmp_path: Path) -> None:
 # -- the OpenTelemetry metrics signal ----------------------------------------------------------
 
 _OTEL_ROW = re.compile(
-    r"^\|\s*`(client\.[a-z_.]+)`\s*\|\s*(histogram|counter|updowncounter)\s*\|\s*`([^`]+)`\s*"
+    r"^\|\s*`(client\.[a-z_.]+)`\s*\|\s*(histogram|counter|observable updowncounter)\s*"
+    r"\|\s*`([^`]+)`\s*"
     r"\|([^|]*)\|\s*`([a-z_]+)`\s*\|"
 )
 #: The per-call instruments the AWS SDKs (.NET, Go; Kotlin with ``smithy.``) publish.

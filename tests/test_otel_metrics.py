@@ -278,7 +278,7 @@ def test_instruments_units_descriptions_and_attributes(
         handle.uninstrument()
     points = otel_points(reader)
     assert set(points) == set(INSTRUMENTS)
-    sdk_kind = {"histogram": "Histogram", "counter": "Sum", "updowncounter": "Sum"}
+    sdk_kind = {"histogram": "Histogram", "counter": "Sum", "observable updowncounter": "Sum"}
     for name, (kind, unit, description, attributes) in INSTRUMENTS.items():
         metric = otel_metric(reader, name)
         assert (metric.unit, metric.description) == (unit, description), name
@@ -407,6 +407,75 @@ def test_in_flight_restored_when_the_call_is_interrupted(
     (outcome,) = [a["aws.sdk.outcome"] for a, _ in points["client.call.duration"]]
     assert outcome == "error"
     assert [a["exception.type"] for a, _ in points["client.call.errors"]] == ["KeyboardInterrupt"]
+
+
+def test_in_flight_counts_the_call_while_it_runs(
+    session: boto3.Session,
+    moto_url: str,
+    provider: MeterProvider,
+    reader: InMemoryMetricReader,
+) -> None:
+    """A collection mid-call (a user before-send handler) reads 1 in flight; after the
+    call, 0: counted when the provider collects, as the Prometheus gauge is when scraped."""
+    handle = evobs.instrument(session, meter_provider=provider, signals=("otel_metrics",))
+    seen: list[list[tuple[str, float]]] = []
+    try:
+        client = session.client("s3", endpoint_url=moto_url, config=fast_config())
+
+        def peek(**_: Any) -> None:
+            points = otel_points(reader)["client.call.in_flight"]
+            seen.append([(a["rpc.method"], p.value) for a, p in points])
+
+        client.meta.events.register("before-send.s3.ListBuckets", peek)
+        client.list_buckets()
+    finally:
+        handle.uninstrument()
+    assert seen == [[("ListBuckets", 1)]]
+    points = otel_points(reader)["client.call.in_flight"]
+    assert [(a, p.value) for a, p in points] == [
+        ({"rpc.service": "S3", "rpc.method": "ListBuckets"}, 0)
+    ]
+
+
+class _Unreferenceable:
+    """A meter provider that cannot be weakly referenced (``__slots__`` without
+    ``__weakref__``), delegating to an SDK provider."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: MeterProvider) -> None:
+        self._inner = inner
+
+    def get_meter(self, *args: Any, **kwargs: Any) -> ApiMeter:
+        return self._inner.get_meter(*args, **kwargs)
+
+
+def test_a_provider_without_weak_references_shares_its_instruments(
+    provider: MeterProvider, reader: InMemoryMetricReader
+) -> None:
+    """Two signals on a provider that cannot be weakly referenced share one set of
+    instruments, so one in-flight callback counts the calls of both."""
+    import botocore.session
+
+    from evobs._call import Call
+    from evobs._operation import Operation
+    from evobs._options import Options
+
+    model = botocore.session.get_session().get_service_model("s3")
+    op = Operation(model.operation_model("ListBuckets"))
+    wrapper = _Unreferenceable(provider)
+    first = OtelMetricsSignal(wrapper, Options())  # type: ignore[arg-type]
+    second = OtelMetricsSignal(wrapper, Options())  # type: ignore[arg-type]
+    try:
+        assert first._instruments is second._instruments
+        calls = [Call(op, "us-east-1", 0), Call(op, "us-east-1", 0)]
+        first.call_started(calls[0])
+        second.call_started(calls[1])
+        assert [p.value for _, p in otel_points(reader)["client.call.in_flight"]] == [2]
+        second.call_ended(calls[1])
+        assert [p.value for _, p in otel_points(reader)["client.call.in_flight"]] == [1]
+    finally:
+        otel_metrics._HELD.pop(id(wrapper), None)
 
 
 def test_duration_exemplar_is_the_call_span(
