@@ -50,8 +50,12 @@ SIZES: Final = {
 SOAK: Final = ((20_000, 200_000), (300, 1_500))
 
 #: Variants the CPU mode runs unless ``--variants`` names others: all but the public-API
-#: span switch and the X-Ray SDK, which only the instruction counts report.
-CPU_VARIANTS: Final = tuple(v for v in VARIANTS if v not in ("evobs-all-api", "xray"))
+#: span switch, the OpenTelemetry metrics signal (its CPU cost per call:
+#: ``tests.benchmarks.metrics_signals``) and the X-Ray SDK, which only the instruction
+#: counts report.
+CPU_VARIANTS: Final = tuple(
+    v for v in VARIANTS if v not in ("evobs-all-api", "evobs-otel-metrics", "xray")
+)
 MODES: Final = ("instructions", "cpu")
 
 #: CPU time, the second opinion: (workload, variant, ceiling of overhead / peer
@@ -173,7 +177,7 @@ def check(key: Key, result: dict[str, Any]) -> list[str]:
     if variant in METRIC_VARIANTS:
         counted = result.get("metric_calls_per_call")
         if counted is None or abs(counted - 1.0) > 0.01:
-            problems.append(f"calls in aws_sdk_call_duration_seconds per call: {counted}")
+            problems.append(f"calls in the call-duration metric per call: {counted}")
     if variant in LOG_VARIANTS:
         proof = result.get("logs_proof_per_call")
         if not (proof or 0) >= 1:
@@ -506,7 +510,8 @@ def cpu_lines(
         "thread runs, botocore's own calls that release the GIL (`os.urandom` for the "
         "invocation id) were measured here at about 24 µs instead of 1 µs.",
         "- A row is valid only if the variant proved it emitted: spans per call, one "
-        "observation per call in `aws_sdk_call_duration_seconds`, and log events per "
+        "observation per call in `aws_sdk_call_duration_seconds` (for the OpenTelemetry "
+        "metrics signal in `client.call.duration`), and log events per "
         "failing call (S3 HeadObject 404, WARNING) after the timed part; for evobs also "
         "that its `before-send` ran before the canned responder's.",
         "",

@@ -30,6 +30,7 @@ EVOBS_SIGNALS: Final[dict[str, tuple[str, ...]]] = {
     "evobs-core": (),
     "evobs-traces": ("traces",),
     "evobs-metrics": ("metrics",),
+    "evobs-otel-metrics": ("otel_metrics",),
     "evobs-logs": ("logs",),
     "evobs-all": ("traces", "metrics", "logs"),
     "evobs-all-api": ("traces", "metrics", "logs"),
@@ -43,12 +44,16 @@ SPAN_VARIANTS: Final = ("evobs-traces", "evobs-all", "evobs-all-api", "peer", "f
 #: Variants that record their calls without OpenTelemetry spans.
 OTHER_TRACER_VARIANTS: Final = ("xray",)
 LOG_VARIANTS: Final = ("evobs-logs", "evobs-all", "evobs-all-api")
-METRIC_VARIANTS: Final = ("evobs-metrics", "evobs-all", "evobs-all-api")
+METRIC_VARIANTS: Final = ("evobs-metrics", "evobs-otel-metrics", "evobs-all", "evobs-all-api")
+#: Variants whose metrics go to an SDK MeterProvider (an in-memory reader, collected only
+#: for the proofs after the counted calls), not to a Prometheus registry.
+OTEL_METRIC_VARIANTS: Final = ("evobs-otel-metrics",)
 VARIANTS: Final = (
     "baseline",
     "evobs-core",
     "evobs-traces",
     "evobs-metrics",
+    "evobs-otel-metrics",
     "evobs-logs",
     "evobs-all",
     "evobs-all-api",
@@ -63,6 +68,7 @@ LABELS: Final = {
     "evobs-core": "evobs handlers, no signal",
     "evobs-traces": "evobs traces only",
     "evobs-metrics": "evobs metrics only",
+    "evobs-otel-metrics": "evobs OpenTelemetry metrics only (SDK MeterProvider)",
     "evobs-logs": "evobs logs only",
     "evobs-all": "evobs traces+metrics+logs",
     "evobs-all-api": "evobs traces+metrics+logs, public-API spans (EVOBS_FAST_SPANS=0)",
@@ -281,8 +287,11 @@ def _start_span_probe() -> Any:
     return StartSpanProbe()
 
 
-def _metric_count(registry: Any) -> float | None:
-    """Calls recorded in ``aws_sdk_call_duration_seconds`` (None: no such family)."""
+def _metric_count(registry: Any, meter_reader: Any = None) -> float | None:
+    """Calls recorded in ``aws_sdk_call_duration_seconds``, or in ``client.call.duration``
+    of ``meter_reader`` when there is one (None: no such metric)."""
+    if meter_reader is not None:
+        return _otel_metric_count(meter_reader)
     if registry is None:
         return None
     total: float | None = None
@@ -291,6 +300,18 @@ def _metric_count(registry: Any) -> float | None:
             for sample in family.samples:
                 if sample.name.endswith("_count"):
                     total = (total or 0.0) + sample.value
+    return total
+
+
+def _otel_metric_count(reader: Any) -> float | None:
+    """Calls recorded in ``client.call.duration`` (None: no such metric)."""
+    data = reader.get_metrics_data()
+    total: float | None = None
+    for resource_metrics in data.resource_metrics if data is not None else ():
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                if metric.name == "client.call.duration":
+                    total = (total or 0.0) + sum(p.count for p in metric.data.data_points)
     return total
 
 
@@ -321,6 +342,7 @@ class _Bench:
         self.spans: _Spans | None = None
         self.xray: _XRay | None = None
         self.registry: Any = None
+        self.meter_reader: Any = None
         self.order_ok: bool | None = None
         session = boto3.Session(
             aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
@@ -356,12 +378,21 @@ class _Bench:
             import evobs
 
             self.registry = CollectorRegistry()
+            options = dict(self.spec.get("evobs_options", {}))
+            if variant in OTEL_METRIC_VARIANTS:
+                from opentelemetry.sdk.metrics import MeterProvider
+                from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+                self.meter_reader = InMemoryMetricReader()
+                options["meter_provider"] = MeterProvider(
+                    metric_readers=[self.meter_reader], shutdown_on_exit=False
+                )
             evobs.instrument(
                 session,
                 tracer_provider=provider,
                 registry=self.registry,
                 signals=EVOBS_SIGNALS[variant],
-                **self.spec.get("evobs_options", {}),
+                **options,
             )
         elif variant == "peer":
             from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
@@ -416,7 +447,7 @@ class _Bench:
         spans = self.spans.count() if self.spans is not None else None
         if self.xray is not None:
             spans = self.xray.count()
-        return spans, _metric_count(self.registry), self.logs.evobs
+        return spans, _metric_count(self.registry, self.meter_reader), self.logs.evobs
 
     def span_path(self) -> dict[str, int] | None:
         """How one round of calls hands its spans to the provider (after the measured

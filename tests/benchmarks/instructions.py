@@ -296,7 +296,7 @@ def check(key: Key, emitted: dict[str, Any]) -> list[str]:
     if variant in METRIC_VARIANTS:
         counted_calls = emitted.get("metric_calls_per_call")
         if counted_calls is None or abs(counted_calls - 1.0) > 0.01:
-            problems.append(f"calls in aws_sdk_call_duration_seconds per call: {counted_calls}")
+            problems.append(f"calls in the call-duration metric per call: {counted_calls}")
     if variant in LOG_VARIANTS and not (emitted.get("logs_proof_per_call") or 0) >= 1:
         problems.append(f"log events per failing call: {emitted.get('logs_proof_per_call')}")
     return problems
@@ -734,6 +734,10 @@ def report_lines(
         "- The X-Ray SDK row (`aws-xray-sdk`, its botocore patch) is informational: one "
         "segment opened at start, a subsegment per call streamed to an emitter that only "
         "counts (no daemon, nothing serialised); it keeps no metrics or logs.",
+        "- *evobs OpenTelemetry metrics only*: the `otel_metrics` signal into an SDK "
+        "MeterProvider whose only reader is in memory and collects only for the proof after "
+        "the counted calls (nothing exported); no span is current, so the SDK offers no "
+        "exemplars.",
         "",
         "### Targets (instructions)",
         "",
