@@ -195,22 +195,19 @@ class _Instruments:
         self.error_types = ErrorTypes()
 
     def _observe_in_flight(self, _options: Any) -> list[Observation]:
-        """The in-flight counts, read when the provider collects. Never raises (the SDK
-        would log it and drop the instrument's points): what cannot be read is 0."""
-        try:
-            counts: dict[tuple[str, str], int] = {}
-            for call in list(self.live_calls):  # one step under the GIL: a snapshot
-                op = call.op
-                key = (op.service, op.name)
-                counts[key] = counts.get(key, 0) + 1
-                if key not in self.operations:
-                    self.operations[key] = {"rpc.service": op.service, "rpc.method": op.name}
-            return [
-                Observation(counts.get(key, 0), attributes)
-                for key, attributes in list(self.operations.items())
-            ]
-        except Exception:
-            return []
+        """The in-flight counts, read when the provider collects (off the calls' path: the
+        SDK guards its callbacks and logs a failure)."""
+        counts: dict[tuple[str, str], int] = {}
+        for call in list(self.live_calls):  # one step under the GIL: a snapshot
+            op = call.op
+            key = (op.service, op.name)
+            counts[key] = counts.get(key, 0) + 1
+            if key not in self.operations:
+                self.operations[key] = {"rpc.service": op.service, "rpc.method": op.name}
+        return [
+            Observation(counts.get(key, 0), attributes)
+            for key, attributes in list(self.operations.items())
+        ]
 
 
 _SHARED: Final[weakref.WeakKeyDictionary[Any, _Instruments]] = weakref.WeakKeyDictionary()
